@@ -1,0 +1,139 @@
+"""The `wassette` command: global options, lazy store opening, errors → exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from store.config import Settings
+    from store.service import Store
+
+VERSION = "0.1.0"
+OUTPUT_FORMATS = ("text", "json", "yaml")
+
+
+class App:
+    """Per-invocation context: settings are resolved and the store opened only when needed."""
+
+    def __init__(self, **opts: Any) -> None:
+        self.opts = opts
+        self.output: str = opts.get("output") or "text"
+        self._settings: Settings | None = None
+        self._store: Store | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from store.config import resolve
+
+            self._settings = resolve(
+                self.opts.get("db"),
+                self.opts.get("component_dir"),
+                self.opts.get("secrets_dir"),
+                self.opts.get("actor"),
+            )
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from store.service import Store
+
+            self._store = Store(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def output_option(f: Any) -> Any:
+    """`-o` accepted after the subcommand too (`wassette state history -o json`)."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.find_object(App).output = value
+
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(OUTPUT_FORMATS),
+        default=None,
+        expose_value=False,
+        callback=callback,
+        help="Output format.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--db", envvar="WASSETTE_STATE_DB", help="Database URL or SQLite file path.")
+@click.option("--component-dir", envvar="WASSETTE_COMPONENT_DIR", help="Component directory.")
+@click.option("--secrets-dir", envvar="WASSETTE_SECRETS_DIR", help="Secrets directory.")
+@click.option("--actor", envvar="WASSETTE_ACTOR", help="Who is making changes (default user@host).")
+@click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+@click.version_option(VERSION, prog_name="wassette")
+@click.pass_context
+def cli(ctx: click.Context, **opts: Any) -> None:
+    """Event-sourced state store for Wassette: every change recorded, any moment restorable.
+
+    \b
+    Examples:
+      wassette component attach ./weather.wasm --policy policy.yaml
+      wassette state history --component weather
+      wassette state export state.yaml --at 2h
+    """
+    if opts["verbose"]:
+        logging.basicConfig(level=logging.INFO, format="wassette: %(message)s", stream=sys.stderr)
+    app = App(**opts)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _register() -> None:
+    from cli import state
+
+    cli.add_command(state.state)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every refusal is one `Error:` line and an exit code from the design."""
+    from store.errors import StoreError
+
+    try:
+        cli.main(args=argv, prog_name="wassette", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("Error: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        msg = e.format_message().replace("\n", " ")
+        click.echo(f"Error: {msg}", err=True)
+        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+    except StoreError as e:
+        click.echo(f"Error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # never a traceback on the terminal: it could carry a secret value
+        if os.environ.get("WASSETTE_DEBUG") == "1":
+            raise
+        click.echo(f"Error: unexpected failure ({type(e).__name__}); rerun with WASSETTE_DEBUG=1 "
+                   "for details", err=True)
+        sys.exit(1)
+    sys.exit(0)

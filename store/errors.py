@@ -1,0 +1,35 @@
+"""The project's error tree: every failure a user can cause maps to one exit code."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of all errors the store raises on purpose; exit code 1 unless a subclass says otherwise."""
+
+    exit_code = 1
+
+
+class ValidationError(StoreError):
+    """Bad input: a file, an id, a policy, a WHEN, an argument. Nothing was written."""
+
+    exit_code = 2
+
+
+class NotFound(ValidationError):
+    """A component, tag or point in time that does not exist (still a usage error: exit 2)."""
+
+
+class ConflictError(StoreError):
+    """Another writer won the race for a stream, or the database stayed locked too long."""
+
+    exit_code = 3
+
+
+class IntegrityError(StoreError):
+    """`state verify` found the log, the read models or the database inconsistent."""
+
+    exit_code = 4
+
+
+class SchemaTooNewError(ValidationError):
+    """The database was written by a newer version of this tool."""

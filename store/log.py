@@ -1,0 +1,332 @@
+"""The event log: the only writer of `transactions` and `events`, and their readers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Select, and_, func, insert, select
+
+from store import events as ev
+from store.errors import ConflictError
+from store.schema import events, transactions
+
+GENESIS_HASH = "0" * 64
+TX_KINDS = ("change", "import", "rollback", "sync")
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev: str, row: Mapping[str, Any]) -> str:
+    """sha256(prev ‖ canonical JSON of the event with its position and transaction)."""
+    body = canonical(
+        {
+            "seq": row["seq"],
+            "tx": row["tx_id"],
+            "recorded_at": row["recorded_at"],
+            "actor": row["actor"],
+            "kind": row["kind"],
+            "stream": row["stream"],
+            "stream_version": row["stream_version"],
+            "type": row["type"],
+            "type_version": row["type_version"],
+            "data": row["data"],
+        }
+    )
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TxInfo:
+    actor: str
+    command: str
+    kind: str = "change"
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    tx_id: int
+    recorded_at: int
+    actor: str
+    kind: str
+    command: str
+    stream: str
+    stream_version: int
+    type: str
+    type_version: int
+    data: dict[str, Any]
+    hash: str
+
+    def event(self) -> ev.Event:
+        return ev.from_data(self.type, self.type_version, self.data)
+
+    @property
+    def component_id(self) -> str | None:
+        return None if self.stream == ev.INSTANCE_STREAM else self.stream
+
+
+@dataclass(frozen=True)
+class Appended:
+    tx_id: int
+    recorded_at: int
+    events: list[StoredEvent]
+
+
+def stream_versions(conn: Connection, streams: Sequence[str]) -> dict[str, int]:
+    """Current version of each stream (0 for a stream with no events)."""
+    found: dict[str, int] = dict.fromkeys(streams, 0)
+    for chunk in _chunks(sorted(set(streams)), 500):
+        rows = conn.execute(
+            select(events.c.stream, func.max(events.c.stream_version))
+            .where(events.c.stream.in_(chunk))
+            .group_by(events.c.stream)
+        )
+        for stream, version in rows:
+            found[stream] = version
+    return found
+
+
+def head(conn: Connection) -> tuple[int, str, int, int]:
+    """(last seq, last hash, last tx id, last recorded_at); zeros for an empty log."""
+    row = conn.execute(
+        select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
+    ).first()
+    tx = conn.execute(
+        select(transactions.c.id, transactions.c.recorded_at)
+        .order_by(transactions.c.id.desc())
+        .limit(1)
+    ).first()
+    return (
+        row[0] if row else 0,
+        row[1] if row else GENESIS_HASH,
+        tx[0] if tx else 0,
+        tx[1] if tx else 0,
+    )
+
+
+def append(
+    conn: Connection,
+    tx: TxInfo,
+    new_events: Sequence[ev.Event],
+    expected: Mapping[str, int] | None = None,
+    *,
+    now_us: int | None = None,
+) -> Appended:
+    """Append one transaction atomically; call inside a write transaction (BEGIN IMMEDIATE).
+
+    `expected` maps streams to the version the decision was based on: a mismatch means another
+    writer changed the stream in between, and nothing is written.
+    """
+    if tx.kind not in TX_KINDS:
+        raise ValueError(f"unknown transaction kind {tx.kind!r}")
+    streams = [ev.stream_of(e) for e in new_events]
+    current = stream_versions(conn, streams)
+    for stream, version in (expected or {}).items():
+        if current.get(stream, version) != version:
+            raise ConflictError(
+                f"concurrent change: {_stream_label(stream)} moved from version {version} "
+                f"to {current[stream]} while this command was deciding; try again"
+            )
+    last_seq, prev_hash, last_tx, last_at = head(conn)
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    recorded_at = max(now, last_at + 1)  # strictly increasing even if the clock steps back
+    tx_id = last_tx + 1
+    conn.execute(
+        insert(transactions).values(
+            id=tx_id,
+            recorded_at=recorded_at,
+            actor=tx.actor,
+            command=tx.command,
+            kind=tx.kind,
+            reason=tx.reason,
+            details=canonical(tx.details),
+        )
+    )
+    rows: list[dict[str, Any]] = []
+    stored: list[StoredEvent] = []
+    seq = last_seq
+    for event, stream in zip(new_events, streams, strict=True):
+        seq += 1
+        current[stream] += 1
+        data = ev.to_data(event)
+        row: dict[str, Any] = {
+            "seq": seq,
+            "tx_id": tx_id,
+            "recorded_at": recorded_at,
+            "actor": tx.actor,
+            "kind": tx.kind,
+            "stream": stream,
+            "stream_version": current[stream],
+            "type": event.type,
+            "type_version": ev.TYPE_VERSIONS[event.type],
+            "data": data,
+        }
+        prev_hash = chain_hash(prev_hash, row)
+        row["hash"] = prev_hash
+        stored.append(StoredEvent(command=tx.command, **row))
+        rows.append({**row, "data": canonical(data)})
+    if rows:
+        conn.execute(
+            insert(events),
+            [{k: r[k] for k in _EVENT_COLUMNS} for r in rows],
+        )
+    return Appended(tx_id=tx_id, recorded_at=recorded_at, events=stored)
+
+
+_EVENT_COLUMNS = (
+    "seq",
+    "tx_id",
+    "stream",
+    "stream_version",
+    "type",
+    "type_version",
+    "data",
+    "hash",
+)
+
+
+def _stream_label(stream: str) -> str:
+    return "the instance settings" if stream == ev.INSTANCE_STREAM else f"component {stream!r}"
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Query:
+    """Filters for reading the log; every filter is served by an index."""
+
+    from_seq: int | None = None  # inclusive
+    to_seq: int | None = None  # inclusive
+    stream: str | None = None
+    type_prefix: str | None = None
+    actor: str | None = None
+    tx_id: int | None = None
+    limit: int | None = None
+    reverse: bool = False
+
+
+def _select() -> Select[Any]:
+    return select(
+        events.c.seq,
+        events.c.tx_id,
+        transactions.c.recorded_at,
+        transactions.c.actor,
+        transactions.c.kind,
+        transactions.c.command,
+        events.c.stream,
+        events.c.stream_version,
+        events.c.type,
+        events.c.type_version,
+        events.c.data,
+        events.c.hash,
+    ).join(transactions, transactions.c.id == events.c.tx_id)
+
+
+def read(conn: Connection, q: Query = Query()) -> list[StoredEvent]:
+    stmt = _select()
+    conds = []
+    if q.from_seq is not None:
+        conds.append(events.c.seq >= q.from_seq)
+    if q.to_seq is not None:
+        conds.append(events.c.seq <= q.to_seq)
+    if q.stream is not None:
+        conds.append(events.c.stream == q.stream)
+    if q.type_prefix:
+        if q.type_prefix.endswith("."):
+            # `policy.` → every policy.* type, as a range the (type, seq) index serves.
+            conds.append(events.c.type >= q.type_prefix)
+            conds.append(events.c.type < q.type_prefix[:-1] + "/")
+        else:
+            conds.append(
+                (events.c.type == q.type_prefix)
+                | and_(events.c.type > q.type_prefix + ".", events.c.type < q.type_prefix + "/")
+            )
+    if q.actor is not None:
+        conds.append(transactions.c.actor == q.actor)
+    if q.tx_id is not None:
+        conds.append(events.c.tx_id == q.tx_id)
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    stmt = stmt.order_by(events.c.seq.desc() if q.reverse else events.c.seq)
+    if q.limit is not None:
+        stmt = stmt.limit(q.limit)
+    return [_row(r) for r in conn.execute(stmt)]
+
+
+def iter_all(conn: Connection, batch: int = 20000) -> Any:
+    """Every event in seq order, in batches (for verify and rebuild)."""
+    last = 0
+    while True:
+        rows = conn.execute(
+            _select().where(events.c.seq > last).order_by(events.c.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        for r in rows:
+            yield _row(r)
+        last = rows[-1][0]
+
+
+def _row(r: Any) -> StoredEvent:
+    return StoredEvent(
+        seq=r[0],
+        tx_id=r[1],
+        recorded_at=r[2],
+        actor=r[3],
+        kind=r[4],
+        command=r[5],
+        stream=r[6],
+        stream_version=r[7],
+        type=r[8],
+        type_version=r[9],
+        data=json.loads(r[10]),
+        hash=r[11],
+    )
+
+
+def seq_at_time(conn: Connection, recorded_at_us: int) -> int:
+    """Last seq committed at or before the time (0 = before the first event)."""
+    tx_id = conn.execute(
+        select(transactions.c.id)
+        .where(transactions.c.recorded_at <= recorded_at_us)
+        .order_by(transactions.c.recorded_at.desc())
+        .limit(1)
+    ).scalar()
+    if tx_id is None:
+        return 0
+    return tx_last_seq(conn, tx_id)
+
+
+def tx_last_seq(conn: Connection, tx_id: int) -> int:
+    """Every transaction holds at least one event, so its last seq is the state after it."""
+    seq = conn.execute(select(func.max(events.c.seq)).where(events.c.tx_id == tx_id)).scalar()
+    return int(seq or 0)
+
+
+def transaction(conn: Connection, tx_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(transactions).where(transactions.c.id == tx_id)).mappings().first()
+    if row is None:
+        return None
+    return {**row, "details": json.loads(row["details"])}
+
+
+def time_of_seq(conn: Connection, seq: int) -> int | None:
+    return conn.execute(
+        select(transactions.c.recorded_at)
+        .join(events, events.c.tx_id == transactions.c.id)
+        .where(events.c.seq == seq)
+    ).scalar()

@@ -1,0 +1,75 @@
+"""Create or upgrade the schema on open. The hot path (already at head) never imports alembic."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, text
+from sqlalchemy import exc as sa_exc
+
+from store import db, schema
+from store.errors import SchemaTooNewError
+
+# Revisions in order; the last is the head this code writes. A test checks it against alembic.
+REVISIONS: tuple[str, ...] = ("0001_initial",)
+HEAD = REVISIONS[-1]
+
+
+def migrations_dir() -> Path:
+    import store.migrations as pkg  # the repo's migrations/ travels in the wheel under store/
+
+    return Path(pkg.__file__).resolve().parent
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except sa_exc.OperationalError:
+            return None
+        except sa_exc.ProgrammingError:
+            return None
+
+
+def ensure_schema(engine: Engine, url: str) -> None:
+    rev = current_revision(engine)
+    if rev == HEAD:
+        return
+    if rev is not None and rev not in REVISIONS:
+        raise SchemaTooNewError(
+            f"the database schema ({rev}) is newer than this version of wassette; "
+            "upgrade wassette to open it"
+        )
+    path = db.sqlite_path(url)
+    if path is None:
+        _upgrade(engine, rev)
+        return
+    with db.file_lock(path):
+        rev = current_revision(engine)  # another process may have done it while we waited
+        if rev == HEAD:
+            return
+        if rev is not None and path.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            db.backup_sqlite(path, path.with_name(f"{path.name}.bak-{rev}-{stamp}"))
+        _upgrade(engine, rev)
+
+
+def _upgrade(engine: Engine, rev: str | None) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["configure_logger"] = False
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        if rev is None:
+            conn.execute(
+                insert(schema.store_identity).values(
+                    id=1, lineage=str(uuid.uuid4()), created_at=time.time_ns() // 1000
+                )
+            )
+        conn.commit()

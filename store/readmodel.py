@@ -1,0 +1,347 @@
+"""Temporal read models: one row per version of each component and instance setting.
+
+State as of seq S = for each entity, its latest row with from_seq <= S if that row is still open
+at S. Large immutable values (metadata, policy text) live once in `contents`, by sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+
+from store import db
+from store import events as ev
+from store.fold import evolve_component, evolve_setting, setting_key
+from store.log import StoredEvent, canonical
+from store.schema import component_versions, contents, entities, setting_versions
+from store.state import Component, Paths, Policy, State
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Encoder:
+    """Turns domain values into row JSON + content blobs; caches hashes of shared objects."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, str] = {}
+        self._meta_cache: dict[int, tuple[Any, str]] = {}
+
+    def _metadata_ref(self, metadata: dict[str, Any]) -> str:
+        hit = self._meta_cache.get(id(metadata))
+        if hit is not None and hit[0] is metadata:
+            return hit[1]
+        body = canonical(metadata)
+        ref = _sha(body)
+        self.blobs.setdefault(ref, body)
+        if len(self._meta_cache) > 4096:
+            self._meta_cache.clear()
+        self._meta_cache[id(metadata)] = (metadata, ref)
+        return ref
+
+    def component(self, c: Component) -> str:
+        policy = None
+        if c.policy is not None:
+            ref = _sha(c.policy.policy_content)
+            self.blobs.setdefault(ref, c.policy.policy_content)
+            policy = {
+                "content": ref,
+                "source_uri": c.policy.source_uri,
+                "attached_at": c.policy.attached_at,
+            }
+        return canonical(
+            {
+                "source_uri": c.source_uri,
+                "wasm_sha256": c.wasm_sha256,
+                "metadata": self._metadata_ref(c.metadata),
+                "policy": policy,
+                "secret_keys": list(c.secret_keys),
+            }
+        )
+
+    @staticmethod
+    def setting(value: object) -> str:
+        if isinstance(value, Paths):
+            return canonical(
+                {"component_dir": value.component_dir, "secrets_dir": value.secrets_dir}
+            )
+        return canonical(value)
+
+
+@dataclass
+class Change:
+    kind: str  # component | setting
+    key: str
+    seq: int
+    state: str | None  # None: the entity leaves the state at seq
+
+
+@dataclass
+class Deriver:
+    """Replays events over the entities' current values, emitting version-row changes."""
+
+    components: dict[str, tuple[Component, str]] = field(default_factory=dict)
+    settings: dict[str, tuple[object, str]] = field(default_factory=dict)
+    encoder: Encoder = field(default_factory=Encoder)
+
+    def feed(self, seq: int, event: ev.Event) -> Change | None:
+        cid = getattr(event, "component_id", None)
+        if cid is not None:
+            cur = self.components.get(cid)
+            nxt = evolve_component(cur[0] if cur else None, event)
+            if nxt is None:
+                if cur is None:
+                    return None
+                del self.components[cid]
+                return Change("component", cid, seq, None)
+            encoded = self.encoder.component(nxt)
+            self.components[cid] = (nxt, encoded)
+            if cur is not None and cur[1] == encoded:
+                return None
+            return Change("component", cid, seq, encoded)
+        key = setting_key(event)
+        if key is None:
+            return None
+        old = self.settings.get(key)
+        value = evolve_setting(key, old[0] if old else None, event)
+        if value is None:
+            if old is None:
+                return None
+            del self.settings[key]
+            return Change("setting", key, seq, None)
+        encoded = self.encoder.setting(value)
+        self.settings[key] = (value, encoded)
+        if old is not None and old[1] == encoded:
+            return None
+        return Change("setting", key, seq, encoded)
+
+
+def _table(kind: str) -> Any:
+    return component_versions if kind == "component" else setting_versions
+
+
+def _key_col(kind: str) -> Any:
+    return component_versions.c.component_id if kind == "component" else setting_versions.c.key
+
+
+def _state_col(kind: str) -> Any:
+    return component_versions.c.state if kind == "component" else setting_versions.c.value
+
+
+def deriver_for(base: State) -> Deriver:
+    d = Deriver()
+    for cid, comp in base.components.items():
+        d.components[cid] = (comp, d.encoder.component(comp))
+    for name, value in base.environment.items():
+        d.settings[f"env:{name}"] = (value, d.encoder.setting(value))
+    if base.paths is not None:
+        d.settings["paths"] = (base.paths, d.encoder.setting(base.paths))
+    return d
+
+
+def apply(conn: Connection, stored: Iterable[StoredEvent], base: State) -> None:
+    """Update the read models for freshly appended events, inside the append's transaction.
+
+    `base` is the state the events were decided on; the append's version check guarantees the
+    touched streams have not moved since.
+    """
+    d = deriver_for(base)
+    seen: set[tuple[str, str]] = set()
+    for se in stored:
+        change = d.feed(se.seq, se.event())
+        if change is None:
+            continue
+        table, key_col = _table(change.kind), _key_col(change.kind)
+        conn.execute(
+            update(table)
+            .where(and_(key_col == change.key, table.c.to_seq.is_(None)))
+            .values(to_seq=change.seq)
+        )
+        if change.state is not None:
+            conn.execute(
+                insert(table).values(
+                    {
+                        key_col.name: change.key,
+                        "from_seq": change.seq,
+                        "state" if change.kind == "component" else "value": change.state,
+                    }
+                )
+            )
+        seen.add((change.kind, change.key))
+    _write_blobs(conn, d.encoder.blobs)
+    db.insert_ignore(conn, entities, [{"kind": k, "key": v} for k, v in sorted(seen)])
+
+
+def _write_blobs(conn: Connection, blobs: Mapping[str, str]) -> None:
+    if not blobs:
+        return
+    known: set[str] = set()
+    hashes = list(blobs)
+    for i in range(0, len(hashes), 500):
+        chunk = hashes[i : i + 500]
+        known.update(
+            conn.execute(select(contents.c.hash).where(contents.c.hash.in_(chunk))).scalars()
+        )
+    db.insert_ignore(
+        conn, contents, [{"hash": h, "body": b} for h, b in blobs.items() if h not in known]
+    )
+
+
+# ---------------------------------------------------------------- full derivation
+
+
+@dataclass
+class Rows:
+    """The read models as derived from the log, ready to write or to compare."""
+
+    components: list[list[Any]] = field(default_factory=list)  # [key, from, to, state]
+    settings: list[list[Any]] = field(default_factory=list)
+    blobs: dict[str, str] = field(default_factory=dict)
+
+
+class RowBuilder:
+    """Accumulates the version rows of a replay, one event at a time (bounded by entities)."""
+
+    def __init__(self) -> None:
+        self.deriver = Deriver()
+        self.rows = Rows()
+        self._open: dict[tuple[str, str], list[Any]] = {}
+
+    def feed(self, se: StoredEvent) -> None:
+        change = self.deriver.feed(se.seq, se.event())
+        if change is None:
+            return
+        k = (change.kind, change.key)
+        prev = self._open.pop(k, None)
+        if prev is not None:
+            prev[2] = change.seq
+        if change.state is not None:
+            row = [change.key, change.seq, None, change.state]
+            self._open[k] = row
+            (self.rows.components if change.kind == "component" else self.rows.settings).append(
+                row
+            )
+
+    def result(self) -> Rows:
+        self.rows.blobs = self.deriver.encoder.blobs
+        return self.rows
+
+
+def derive(stored: Iterable[StoredEvent]) -> Rows:
+    builder = RowBuilder()
+    for se in stored:
+        builder.feed(se)
+    return builder.result()
+
+
+def write_all(conn: Connection, rows: Rows) -> None:
+    """Replace the read models with `rows` (used by rebuild)."""
+    conn.execute(delete(component_versions))
+    conn.execute(delete(setting_versions))
+    conn.execute(delete(entities))
+    for kind, items in (("component", rows.components), ("setting", rows.settings)):
+        table, key_col, state_col = _table(kind), _key_col(kind), _state_col(kind)
+        for i in range(0, len(items), 20000):
+            conn.execute(
+                insert(table),
+                [
+                    {key_col.name: r[0], "from_seq": r[1], "to_seq": r[2], state_col.name: r[3]}
+                    for r in items[i : i + 20000]
+                ],
+            )
+        keys = sorted({r[0] for r in items})
+        db.insert_ignore(conn, entities, [{"kind": kind, "key": k} for k in keys])
+    _write_blobs(conn, rows.blobs)
+
+
+def read_all(conn: Connection) -> Rows:
+    """The read-model tables as stored, in the same shape as `derive` (for verify)."""
+    rows = Rows()
+    for kind, target in (("component", rows.components), ("setting", rows.settings)):
+        table, key_col, state_col = _table(kind), _key_col(kind), _state_col(kind)
+        for r in conn.execute(
+            select(key_col, table.c.from_seq, table.c.to_seq, state_col).order_by(
+                table.c.from_seq, key_col
+            )
+        ):
+            target.append(list(r))
+    return rows
+
+
+# ---------------------------------------------------------------- as-of queries
+
+
+def _latest(kind: str, at: int | None) -> Any:
+    table, key_col, state_col = _table(kind), _key_col(kind), _state_col(kind)
+    if at is None:
+        return select(key_col, state_col).where(table.c.to_seq.is_(None))
+    inner = table.alias("v")
+    latest_id = (
+        select(inner.c.id)
+        .where(and_(inner.c[key_col.name] == entities.c.key, inner.c.from_seq <= at))
+        .order_by(inner.c.from_seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(key_col, state_col)
+        .select_from(entities.join(table, table.c.id == latest_id))
+        .where(and_(entities.c.kind == kind, or_(table.c.to_seq.is_(None), table.c.to_seq > at)))
+    )
+
+
+def state_at(conn: Connection, at: int | None = None, only: str | None = None) -> State:
+    """State after seq `at` (None: now). Cost grows with the number of entities, not history."""
+    comp_stmt = _latest("component", at)
+    if only is not None:
+        comp_stmt = comp_stmt.where(_key_col("component") == only)
+    comp_rows = [(k, json.loads(s)) for k, s in conn.execute(comp_stmt)]
+    refs = {s["metadata"] for _, s in comp_rows}
+    refs |= {s["policy"]["content"] for _, s in comp_rows if s["policy"]}
+    bodies = _bodies(conn, refs)
+    meta_cache: dict[str, dict[str, Any]] = {}
+    components: dict[str, Component] = {}
+    for cid, s in sorted(comp_rows):
+        mref = s["metadata"]
+        if mref not in meta_cache:
+            meta_cache[mref] = json.loads(bodies[mref])
+        p = s["policy"]
+        components[cid] = Component(
+            component_id=cid,
+            source_uri=s["source_uri"],
+            wasm_sha256=s["wasm_sha256"],
+            metadata=meta_cache[mref],
+            policy=None
+            if p is None
+            else Policy(bodies[p["content"]], p["source_uri"], p["attached_at"]),
+            secret_keys=tuple(s["secret_keys"]),
+        )
+    environment: dict[str, str] = {}
+    paths: Paths | None = None
+    if only is None:
+        for key, value in sorted(conn.execute(_latest("setting", at))):
+            decoded = json.loads(value)
+            if key == "paths":
+                paths = Paths(decoded["component_dir"], decoded["secrets_dir"])
+            elif key.startswith("env:"):
+                environment[key[4:]] = decoded
+    return State(components=components, environment=environment, paths=paths)
+
+
+def _bodies(conn: Connection, refs: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    ordered = sorted(refs)
+    for i in range(0, len(ordered), 500):
+        chunk = ordered[i : i + 500]
+        out.update(
+            conn.execute(select(contents.c.hash, contents.c.body).where(contents.c.hash.in_(chunk)))
+            .tuples()
+            .all()
+        )
+    return out

@@ -1,0 +1,188 @@
+"""The facade the CLI calls: open a store, run a command as one transaction, read any point."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy import exc as sa_exc
+
+from store import db, log, migrate, readmodel
+from store import events as ev
+from store.config import Settings
+from store.errors import ConflictError, StoreError, ValidationError
+from store.schema import store_identity
+from store.state import State
+
+logger = logging.getLogger("wassette")
+
+MAX_RETRIES = 20
+
+
+@dataclass
+class Decision:
+    """What a command decided: events to append (maybe none) and what to tell the user."""
+
+    events: list[ev.Event]
+    details: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    tx_id: int | None
+    events: list[log.StoredEvent]
+    state: State
+    summary: dict[str, Any]
+
+
+class Store:
+    """One store: a database plus the directories its state is materialized into."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = db.make_engine(settings.db_url)
+        try:
+            migrate.ensure_schema(self.engine, settings.db_url)
+        except sa_exc.DatabaseError as e:
+            raise ValidationError(
+                f"{settings.db_url} is not a usable wassette database: {db._first_line(e.orig)}"
+            ) from e
+        self._lineage: str | None = None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ reading
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        with db.read_tx(self.engine) as conn:
+            yield conn
+
+    @property
+    def lineage(self) -> str:
+        if self._lineage is None:
+            with self.reading() as conn:
+                self._lineage = conn.execute(select(store_identity.c.lineage)).scalar_one()
+        return self._lineage
+
+    def state(self, at: int | None = None) -> State:
+        with self.reading() as conn:
+            return readmodel.state_at(conn, at)
+
+    def head_seq(self) -> int:
+        with self.reading() as conn:
+            return log.head(conn)[0]
+
+    def history(self, query: log.Query) -> list[log.StoredEvent]:
+        with self.reading() as conn:
+            return log.read(conn, query)
+
+    # ------------------------------------------------------------ writing
+
+    def execute(
+        self,
+        command: str,
+        decide: Callable[[State], Decision],
+        *,
+        kind: str = "change",
+        reason: str | None = None,
+        retry: bool = False,
+        after: Callable[[State, list[log.StoredEvent]], None] | None = None,
+    ) -> Outcome:
+        """Decide on a snapshot, append with a version check, then materialize.
+
+        A command that is safe to re-decide (`retry=True`) decides again on a conflict; others
+        report the conflict (exit 3) so the user can look at what changed.
+        """
+        attempts = MAX_RETRIES if retry else 1
+        for attempt in range(1, attempts + 1):
+            with self.reading() as conn:
+                base = readmodel.state_at(conn)
+                decision = decide(base)
+                streams = sorted({ev.stream_of(e) for e in decision.events})
+                expected = log.stream_versions(conn, streams)
+            if not decision.events:
+                return Outcome(None, [], base, decision.summary)
+            try:
+                with db.write_tx(self.engine) as wconn:
+                    appended = log.append(
+                        wconn,
+                        log.TxInfo(
+                            actor=self.settings.actor,
+                            command=command,
+                            kind=kind,
+                            reason=reason,
+                            details=decision.details,
+                        ),
+                        decision.events,
+                        expected,
+                    )
+                    readmodel.apply(wconn, appended.events, base)
+            except ConflictError:
+                if attempt == attempts:
+                    raise
+                logger.info("conflict on attempt %d; deciding again", attempt)
+                continue
+            logger.info(
+                "tx %d appended %d events (seq %d..%d)",
+                appended.tx_id,
+                len(appended.events),
+                appended.events[0].seq,
+                appended.events[-1].seq,
+            )
+            from store.fold import project
+
+            state = project((e.event() for e in appended.events), base)
+            if after is not None:
+                after(state, appended.events)
+            return Outcome(appended.tx_id, appended.events, state, decision.summary)
+        raise StoreError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------ maintenance
+
+    def rebuild(self) -> int:
+        """Recompute the read models from the log under the write lock."""
+        with db.write_tx(self.engine) as conn:
+            stored = list(log.iter_all(conn))
+            readmodel.write_all(conn, readmodel.derive(stored))
+            return len(stored)
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(settings)
+
+
+def resolve_point(conn: Connection, text: str) -> int:
+    """A WHEN string → the seq whose state it names (0 = before the first event)."""
+    import time
+
+    from store.errors import NotFound
+    from store.schema import tags
+    from store.when import parse_when
+
+    point = parse_when(text, time.time_ns() // 1000)
+    last_seq = log.head(conn)[0]
+    if point.kind == "time":
+        assert isinstance(point.value, int)
+        return log.seq_at_time(conn, point.value)
+    if point.kind == "seq":
+        assert isinstance(point.value, int)
+        if point.value > last_seq:
+            raise NotFound(f"seq:{point.value} does not exist yet (the log ends at seq {last_seq})")
+        return point.value
+    if point.kind == "tx":
+        assert isinstance(point.value, int)
+        seq = log.tx_last_seq(conn, point.value) if point.value > 0 else 0
+        if point.value > 0 and seq == 0:
+            raise NotFound(f"transaction tx:{point.value} does not exist")
+        return seq
+    seq_row = conn.execute(select(tags.c.seq).where(tags.c.name == point.value)).scalar()
+    if seq_row is None:
+        raise NotFound(f"unknown tag {point.value!r} (see 'wassette state tags')")
+    return int(seq_row)

@@ -1,0 +1,130 @@
+"""`state verify`: hash chain, gap-free order, fold-vs-read-model equality, SQLite integrity."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select
+
+from store import log, readmodel
+from store.schema import contents, transactions
+
+
+@dataclass
+class Report:
+    events: int = 0
+    transactions: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(conn: Connection) -> Report:
+    report = Report()
+    if conn.dialect.name == "sqlite":
+        result = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
+        if result != ["ok"]:
+            report.problems.append(f"database integrity check failed: {result[0]}")
+    builder = readmodel.RowBuilder()
+    chain_ok = _check_chain(conn, report, builder)
+    _check_transactions(conn, report)
+    if chain_ok:
+        _check_read_models(conn, builder.result(), report)
+    return report
+
+
+def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder) -> bool:
+    prev_hash = log.GENESIS_HASH
+    expected_seq = 1
+    stream_versions: dict[str, int] = {}
+    for se in log.iter_all(conn):
+        report.events += 1
+        if se.seq != expected_seq:
+            report.problems.append(
+                f"seq {expected_seq}: missing (next event found is seq {se.seq}): "
+                "an event was deleted"
+            )
+            return False
+        row = {
+            "seq": se.seq,
+            "tx_id": se.tx_id,
+            "recorded_at": se.recorded_at,
+            "actor": se.actor,
+            "kind": se.kind,
+            "stream": se.stream,
+            "stream_version": se.stream_version,
+            "type": se.type,
+            "type_version": se.type_version,
+            "data": se.data,
+        }
+        computed = log.chain_hash(prev_hash, row)
+        if computed != se.hash:
+            report.problems.append(
+                f"seq {se.seq}: hash mismatch: the event or its transaction was edited, "
+                "reordered, or an earlier event was removed"
+            )
+            return False
+        version = stream_versions.get(se.stream, 0) + 1
+        if se.stream_version != version:
+            report.problems.append(
+                f"seq {se.seq}: stream {se.stream!r} version {se.stream_version}, expected {version}"
+            )
+            return False
+        stream_versions[se.stream] = version
+        try:
+            builder.feed(se)
+        except Exception as e:  # an unreadable event is a verification failure, not a crash
+            report.problems.append(f"seq {se.seq}: event data does not validate: {e}".split("\n")[0])
+            return False
+        prev_hash = se.hash
+        expected_seq += 1
+    return True
+
+
+def _check_transactions(conn: Connection, report: Report) -> None:
+    last_at = -1
+    for tx_id, recorded_at in conn.execute(
+        select(transactions.c.id, transactions.c.recorded_at).order_by(transactions.c.id)
+    ):
+        report.transactions += 1
+        if recorded_at <= last_at:
+            report.problems.append(f"tx {tx_id}: recorded_at is not after the previous transaction")
+            return
+        last_at = recorded_at
+
+
+def _check_read_models(conn: Connection, derived: readmodel.Rows, report: Report) -> None:
+    actual = readmodel.read_all(conn)
+    for label, want, have in (
+        ("component", derived.components, actual.components),
+        ("setting", derived.settings, actual.settings),
+    ):
+        want_sorted = sorted(want, key=lambda r: (r[1], r[0]))
+        have_sorted = sorted(have, key=lambda r: (r[1], r[0]))
+        for w, h in zip(want_sorted, have_sorted, strict=False):
+            if w != h:
+                seq = min(w[1], h[1])
+                report.problems.append(
+                    f"seq {seq}: read model differs from the log ({label} {w[0]!r}); "
+                    "run 'wassette state rebuild'"
+                )
+                return
+        if len(want_sorted) != len(have_sorted):
+            longer = want_sorted if len(want_sorted) > len(have_sorted) else have_sorted
+            extra = longer[min(len(want_sorted), len(have_sorted))]
+            report.problems.append(
+                f"seq {extra[1]}: read model has {len(have_sorted)} {label} versions, the log "
+                f"gives {len(want_sorted)}; run 'wassette state rebuild'"
+            )
+            return
+    for h, body in conn.execute(select(contents.c.hash, contents.c.body)):
+        if hashlib.sha256(body.encode()).hexdigest() != h:
+            report.problems.append(f"content {h[:12]}…: body does not match its hash")
+            return
+    missing = set(derived.blobs) - set(conn.execute(select(contents.c.hash)).scalars())
+    if missing:
+        report.problems.append(f"content {sorted(missing)[0][:12]}…: referenced but missing")
