@@ -99,9 +99,17 @@ def cli(ctx: click.Context, **opts: Any) -> None:
 
 
 def _register() -> None:
-    from cli import state
+    from cli import component, policy, secret, state
 
-    cli.add_command(state.state)
+    for group in (
+        component.component,
+        policy.policy,
+        policy.permission,
+        secret.secret,
+        secret.env,
+        state.state,
+    ):
+        cli.add_command(group)
 
 
 _register()

@@ -345,3 +345,10 @@ def _bodies(conn: Connection, refs: set[str]) -> dict[str, str]:
             .all()
         )
     return out
+
+
+def known_components(conn: Connection) -> set[str]:
+    """Every component id the store has ever seen (their files may need removing)."""
+    return set(
+        conn.execute(select(entities.c.key).where(entities.c.kind == "component")).scalars()
+    )

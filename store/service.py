@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
-from store import db, log, migrate, readmodel
+from store import db, files, log, migrate, readmodel
 from store import events as ev
 from store.config import Settings
 from store.errors import ConflictError, StoreError, ValidationError
@@ -53,6 +53,61 @@ class Store:
                 f"{settings.db_url} is not a usable wassette database: {db._first_line(e.orig)}"
             ) from e
         self._lineage: str | None = None
+        self.blobs = files.BlobStore(settings.blob_dir)
+
+    # ------------------------------------------------------------ files
+
+    @property
+    def marker_path(self) -> Any:
+        return self.settings.data_dir / "materialized.json"
+
+    def read_marker(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            doc = json.loads(self.marker_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def materialize(self, ids: set[str] | None = None) -> files.Report:
+        """Bring the component dir in line with the current state, serialized across processes.
+
+        The state is read afresh under the lock, so a slower process can never write files of
+        a state that a faster one has already replaced.
+        """
+        import json
+
+        from store import fsutil
+
+        fsutil.ensure_dir(self.settings.data_dir)
+        with db.file_lock(self.settings.data_dir / "materialize"):
+            with self.reading() as conn:
+                state = readmodel.state_at(conn)
+                seq = log.head(conn)[0]
+                targets = readmodel.known_components(conn) if ids is None else ids
+            report = files.materialize(state, self.settings.component_dir, self.blobs, targets)
+            marker = {"component_dir": str(self.settings.component_dir), "seq": seq}
+            fsutil.atomic_write(self.marker_path, json.dumps(marker).encode(), mode=0o600)
+        return report
+
+    def repair_files(self) -> files.Report | None:
+        """After a crash between commit and file writes, the marker lags: redo everything."""
+        marker = self.read_marker()
+        if marker is not None and marker.get("component_dir") == str(
+            self.settings.component_dir
+        ) and marker.get("seq") == self.head_seq():
+            return None
+        if marker is None and self.head_seq() == 0:
+            return None
+        report = self.materialize(None)
+        if report.written or report.removed:
+            logger.warning(
+                "repaired component files: %d written, %d removed",
+                len(report.written),
+                len(report.removed),
+            )
+        return report
 
     def close(self) -> None:
         self.engine.dispose()
@@ -100,11 +155,14 @@ class Store:
         A command that is safe to re-decide (`retry=True`) decides again on a conflict; others
         report the conflict (exit 3) so the user can look at what changed.
         """
+        self.repair_files()
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
             with self.reading() as conn:
                 base = readmodel.state_at(conn)
                 decision = decide(base)
+                if decision.events:
+                    decision.events = self._with_paths(base, decision.events)
                 streams = sorted({ev.stream_of(e) for e in decision.events})
                 expected = log.stream_versions(conn, streams)
             if not decision.events:
@@ -141,8 +199,21 @@ class Store:
             state = project((e.event() for e in appended.events), base)
             if after is not None:
                 after(state, appended.events)
+            touched = {e.component_id for e in appended.events if e.component_id}
+            if touched:
+                self.materialize(touched)
+            else:
+                self.materialize(set())
             return Outcome(appended.tx_id, appended.events, state, decision.summary)
         raise StoreError("unreachable")  # pragma: no cover
+
+    def _with_paths(self, base: State, new: list[ev.Event]) -> list[ev.Event]:
+        """The log records where the state is materialized, whenever that changes."""
+        want = (str(self.settings.component_dir), str(self.settings.secrets_dir))
+        have = (base.paths.component_dir, base.paths.secrets_dir) if base.paths else None
+        if have == want:
+            return new
+        return [ev.PathsSet(component_dir=want[0], secrets_dir=want[1]), *new]
 
     # ------------------------------------------------------------ maintenance
 

@@ -1,0 +1,26 @@
+"""Helpers shared by the mutating commands: one shape of result for every command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cli.main import App
+from cli.output import emit
+from cli.state import event_json
+
+
+def report(app: App, outcome: Any, text: str, extra: dict[str, Any] | None = None) -> None:
+    """`-o json`: {status, tx, events, …}; text: one short human line."""
+    data: dict[str, Any] = {
+        "status": "ok",
+        "tx": outcome.tx_id,
+        "events": [event_json(e) for e in outcome.events],
+        **(extra or {}),
+    }
+    if outcome.tx_id is None:
+        text = f"{text} (no change)"
+    else:
+        text = f"{text} (tx {outcome.tx_id}, {len(outcome.events)} event" + (
+            "s)" if len(outcome.events) != 1 else ")"
+        )
+    emit(data, app.output, text)

@@ -1,0 +1,146 @@
+"""`wassette policy …` and `wassette permission …`"""
+
+from __future__ import annotations
+
+import click
+
+from cli.common import report
+from cli.main import App, output_option, pass_app
+from cli.output import emit
+
+
+@click.group()
+def policy() -> None:
+    """Attach, detach and show component policies."""
+
+
+@policy.command("attach")
+@click.argument("component_id", metavar="ID")
+@click.argument("source", metavar="FILE|file://URI")
+@output_option
+@pass_app
+def policy_attach(app: App, component_id: str, source: str) -> None:
+    """Validate a policy file and attach it to a component."""
+    from store.commands import policy_attach as do
+
+    report(app, do(app.store, component_id, source), f"attached policy to {component_id}")
+
+
+@policy.command("detach")
+@click.argument("component_id", metavar="ID")
+@output_option
+@pass_app
+def policy_detach(app: App, component_id: str) -> None:
+    """Remove a component's policy."""
+    from store.commands import policy_detach as do
+
+    report(app, do(app.store, component_id), f"detached policy from {component_id}")
+
+
+@policy.command("get")
+@click.argument("component_id", metavar="ID")
+@output_option
+@pass_app
+def policy_get(app: App, component_id: str) -> None:
+    """Print a component's policy document."""
+    from store.errors import NotFound
+    from store.state import check_id
+
+    check_id(component_id)
+    comp = app.store.state().components.get(component_id)
+    if comp is None:
+        raise NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+    if comp.policy is None:
+        raise NotFound(f"component {component_id!r} has no policy attached")
+    data = {
+        "component_id": component_id,
+        "source_uri": comp.policy.source_uri,
+        "attached_at": comp.policy.attached_at,
+        "policy_content": comp.policy.policy_content,
+    }
+    emit(data, app.output, comp.policy.policy_content)
+
+
+@click.group()
+def permission() -> None:
+    """Grant and revoke permissions (edits of the component's policy).
+
+    \b
+    Examples:
+      wassette permission grant network weather api.openweathermap.org
+      wassette permission grant storage fs fs://workspace/** --access read,write
+      wassette permission revoke environment-variable weather API_KEY
+    """
+
+
+def _access(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [a.strip() for a in value.split(",") if a.strip()]
+
+
+def _kind_commands(group: click.Group, op: str) -> None:
+    verb = "Grant" if op == "grant" else "Revoke"
+
+    @group.command("storage")
+    @click.argument("component_id", metavar="ID")
+    @click.argument("uri", metavar="URI")
+    @click.option("--access", metavar="read,write", help="Access to grant or revoke.")
+    @output_option
+    @pass_app
+    def storage(app: App, component_id: str, uri: str, access: str | None) -> None:
+        from store.commands import permission as do
+
+        o = do(app.store, op, component_id, "storage", uri, _access(access))
+        report(app, o, f"{op} storage {uri} for {component_id}", {"change": o.summary.get("change")})
+
+    storage.__doc__ = f"{verb} storage access to a URI (fs://path, ** allowed as a segment)."
+
+    for kind, arg, doc in (
+        ("network", "HOST", "network access to a host (*.example.com) or CIDR"),
+        ("environment-variable", "KEY", "access to an environment variable"),
+        ("memory", "LIMIT", "a memory limit (512Mi, 1Gi, bytes)"),
+    ):
+
+        def make(kind: str = kind, arg: str = arg, doc: str = doc) -> None:
+            @group.command(kind, help=f"{verb} {doc}.")
+            @click.argument("component_id", metavar="ID")
+            @click.argument("value", metavar=arg)
+            @output_option
+            @pass_app
+            def cmd(app: App, component_id: str, value: str) -> None:
+                from store.commands import permission as do
+
+                o = do(app.store, op, component_id, kind, value)
+                report(app, o, f"{op} {kind} {value} for {component_id}",
+                       {"change": o.summary.get("change")})
+
+        make()
+
+
+@permission.group()
+def grant() -> None:
+    """Grant a permission."""
+
+
+@permission.group()
+def revoke() -> None:
+    """Revoke a permission."""
+
+
+_kind_commands(grant, "grant")
+_kind_commands(revoke, "revoke")
+
+
+@permission.command()
+@click.argument("component_id", metavar="ID")
+@output_option
+@pass_app
+def reset(app: App, component_id: str) -> None:
+    """Remove every permission from a component's policy."""
+    from store.commands import permission as do
+
+    report(app, do(app.store, "reset", component_id), f"reset permissions of {component_id}")
+
+
+__all__ = ["emit", "permission", "policy"]

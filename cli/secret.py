@@ -1,0 +1,126 @@
+"""`wassette secret …` and `wassette env …`"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.common import report
+from cli.main import App, output_option, pass_app
+from cli.output import emit, table
+
+
+@click.group()
+def secret() -> None:
+    """Secret values for a component (stored only in the secrets dir, never in the log)."""
+
+
+@secret.command("set")
+@click.argument("component_id", metavar="ID")
+@click.argument("assignments", nargs=-1, metavar="KEY=VALUE…")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read KEY=VALUE lines from stdin.")
+@output_option
+@pass_app
+def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_stdin: bool) -> None:
+    """Set secret values; the log records the key names only.
+
+    \b
+    Example:
+      printf 'API_KEY=%s\\n' "$KEY" | wassette secret set weather --stdin
+    """
+    from store.commands import parse_assignment_lines, parse_assignments, secret_set as do
+
+    if from_stdin:
+        if assignments:
+            raise click.UsageError("give KEY=VALUE arguments or --stdin, not both")
+        values = parse_assignment_lines(sys.stdin.read(), "secrets")
+    else:
+        values = parse_assignments(assignments, "secrets")
+    o = do(app.store, component_id, values)
+    report(app, o, f"set {', '.join(sorted(values))} for {component_id}")
+
+
+@secret.command("list")
+@click.argument("component_id", metavar="ID")
+@click.option("--show-values", is_flag=True, help="Print the values too.")
+@output_option
+@pass_app
+def secret_list(app: App, component_id: str, show_values: bool) -> None:
+    """List a component's secret keys; flags keys without a value on disk."""
+    from store.commands import secret_list as do
+
+    entries = do(app.store, component_id, show_values)
+    data = {
+        "component_id": component_id,
+        "secrets": [
+            {
+                "key": e.key,
+                "declared": e.declared,
+                "has_value": e.has_value,
+                **({"value": e.value} if show_values else {}),
+            }
+            for e in entries
+        ],
+    }
+    rows = []
+    for e in entries:
+        status = "ok" if e.declared and e.has_value else (
+            "missing value" if e.declared else "not declared"
+        )
+        row = [e.key, status]
+        if show_values:
+            row.append(e.value if e.value is not None else "")
+        rows.append(row)
+    headers = ["key", "status"] + (["value"] if show_values else [])
+    emit(data, app.output, table(headers, rows, 200) if rows else "no secrets")
+
+
+@secret.command("delete")
+@click.argument("component_id", metavar="ID")
+@click.argument("keys", nargs=-1, metavar="KEY…")
+@output_option
+@pass_app
+def secret_delete(app: App, component_id: str, keys: tuple[str, ...]) -> None:
+    """Delete secret keys and their values."""
+    from store.commands import secret_delete as do
+
+    report(app, do(app.store, component_id, list(keys)), f"deleted {', '.join(keys)}")
+
+
+@click.group()
+def env() -> None:
+    """Configuration environment variables of the instance."""
+
+
+@env.command("set")
+@click.argument("assignments", nargs=-1, metavar="KEY=VALUE…")
+@output_option
+@pass_app
+def env_set(app: App, assignments: tuple[str, ...]) -> None:
+    """Set environment variables."""
+    from store.commands import env_set as do, parse_assignments
+
+    values = parse_assignments(assignments, "variables")
+    report(app, do(app.store, values), f"set {', '.join(sorted(values))}")
+
+
+@env.command("unset")
+@click.argument("keys", nargs=-1, metavar="KEY…")
+@output_option
+@pass_app
+def env_unset(app: App, keys: tuple[str, ...]) -> None:
+    """Unset environment variables."""
+    from store.commands import env_unset as do
+
+    report(app, do(app.store, list(keys)), f"unset {', '.join(keys)}")
+
+
+@env.command("list")
+@output_option
+@pass_app
+def env_list(app: App) -> None:
+    """List environment variables."""
+    environment = app.store.state().environment
+    rows = sorted(environment.items())
+    emit(dict(rows), app.output, table(["key", "value"], rows, 200) if rows else "no variables")

@@ -1,0 +1,466 @@
+"""Commands that change state: validate input, decide events (pure closures), execute.
+
+Each function validates everything before it writes anything, so a refused command leaves the
+database and the files byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from store import events as ev
+from store import files, fsutil
+from store import secrets as secret_files
+from store.errors import NotFound, ValidationError
+from store.service import Decision, Outcome, Store
+from store.state import Component, State, check_env_key, check_id
+
+MAX_WASM_BYTES = 512 * 1024 * 1024
+MAX_POLICY_BYTES = 1024 * 1024
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def local_path(source: str, what: str = "file") -> Path:
+    """A path or file:// URI → an existing regular file (other schemes need a network)."""
+    if "://" in source:
+        parsed = urlparse(source)
+        if parsed.scheme != "file":
+            raise ValidationError(
+                f"unsupported {what} source {source!r}: only local paths and file:// URIs"
+            )
+        if parsed.netloc not in ("", "localhost"):
+            raise ValidationError(f"unsupported {what} URI {source!r}: remote file host")
+        path = Path(unquote(parsed.path))
+    else:
+        path = Path(source)
+    path = path.expanduser()
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ValidationError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise ValidationError(f"cannot read {what} {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValidationError(f"{path} is a directory, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValidationError(f"{path} is not a regular file")
+    return path.resolve()
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    if path.stat().st_size > limit:
+        raise ValidationError(f"{what} {path} is larger than {limit // (1024 * 1024)} MiB")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValidationError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def parse_assignments(items: tuple[str, ...] | list[str], what: str) -> dict[str, str]:
+    """`KEY=VALUE` arguments; malformed ones are refused without echoing any value."""
+    out: dict[str, str] = {}
+    if not items:
+        raise ValidationError(f"no {what} given: expected KEY=VALUE")
+    for i, item in enumerate(items, 1):
+        if "=" not in item:
+            raise ValidationError(f"argument {i}: expected KEY=VALUE, got no '='")
+        key, value = item.split("=", 1)
+        check_env_key(key, f"argument {i}")
+        if "\x00" in value:
+            raise ValidationError(f"argument {i} ({key}): value contains a NUL byte")
+        if key in out:
+            raise ValidationError(f"argument {i}: {key} given twice")
+        out[key] = value
+    return out
+
+
+def parse_assignment_lines(text: str, what: str) -> dict[str, str]:
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return parse_assignments(lines, what)
+
+
+def _require(state: State, component_id: str) -> Component:
+    comp = state.components.get(component_id)
+    if comp is None:
+        raise NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+    return comp
+
+
+# ------------------------------------------------------------------ components
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A component file read and introspected, ready to be decided on."""
+
+    component_id: str
+    source_uri: str
+    data: bytes
+    sha256: str
+    mtime: int
+    tools: Any  # store.wasm.Introspection
+
+
+def load_component(store: Store, source: str, component_id: str | None = None) -> Loaded:
+    path = local_path(source, "component file")
+    cid = check_id(component_id if component_id is not None else path.stem, "component id")
+    data = read_limited(path, MAX_WASM_BYTES, "component file")
+    digest = files.sha256_hex(data)
+    tools = introspect_cached(store, data, digest, path.name)
+    return Loaded(cid, path.as_uri(), data, digest, int(path.stat().st_mtime), tools)
+
+
+def introspect_cached(store: Store, data: bytes, digest: str, label: str) -> Any:
+    """Introspection is pure in the bytes: cache it on disk by sha256 across processes."""
+    from store import wasm
+
+    cache = store.settings.data_dir / "cache" / "tools" / f"{digest}.json"
+    raw = fsutil.read_if_file(cache)
+    if raw is not None:
+        try:
+            doc = json.loads(raw)
+            return wasm.Introspection(
+                doc["tool_schemas"], doc["function_identifiers"], doc["tool_names"]
+            )
+        except (ValueError, KeyError, TypeError):
+            pass
+    result = wasm.describe(data, label=label)
+    fsutil.ensure_dir(cache.parent)
+    fsutil.atomic_write(
+        cache,
+        json.dumps(
+            {
+                "tool_schemas": result.tool_schemas,
+                "function_identifiers": result.function_identifiers,
+                "tool_names": result.tool_names,
+            }
+        ).encode(),
+    )
+    return result
+
+
+def build_metadata(loaded: Loaded, created_at: int) -> dict[str, Any]:
+    """Wassette's ComponentMetadata for a component file."""
+    return {
+        "component_id": loaded.component_id,
+        "tool_schemas": loaded.tools.tool_schemas,
+        "function_identifiers": loaded.tools.function_identifiers,
+        "tool_names": loaded.tools.tool_names,
+        "validation_stamp": {
+            "file_size": len(loaded.data),
+            "mtime": loaded.mtime,
+            "content_hash": loaded.sha256,
+        },
+        "created_at": created_at,
+    }
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    source_uri: str
+    content: str
+
+
+def load_policy(source: str) -> PolicyInput:
+    from store.policy import parse_policy
+
+    path = local_path(source, "policy file")
+    raw = read_limited(path, MAX_POLICY_BYTES, "policy file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"policy file {path} is not UTF-8 text") from None
+    parse_policy(text)
+    return PolicyInput(path.as_uri(), text)
+
+
+def attach(
+    store: Store, source: str, component_id: str | None = None, policy_file: str | None = None
+) -> Outcome:
+    loaded = load_component(store, source, component_id)
+    policy = load_policy(policy_file) if policy_file else None
+    now = int(time.time())
+
+    def decide(state: State) -> Decision:
+        existing = state.components.get(loaded.component_id)
+        out: list[ev.Event] = []
+        if existing is None or existing.wasm_sha256 != loaded.sha256:
+            out.append(
+                ev.ComponentAttached(
+                    component_id=loaded.component_id,
+                    source_uri=loaded.source_uri,
+                    wasm_sha256=loaded.sha256,
+                    metadata=build_metadata(loaded, now),
+                )
+            )
+        if policy is not None and (
+            existing is None
+            or existing.policy is None
+            or existing.policy.policy_content != policy.content
+            or existing.policy.source_uri != policy.source_uri
+        ):
+            out.append(
+                ev.PolicyAttached(
+                    component_id=loaded.component_id,
+                    source_uri=policy.source_uri,
+                    policy_content=policy.content,
+                    attached_at=now,
+                )
+            )
+        return Decision(
+            out,
+            summary={
+                "component_id": loaded.component_id,
+                "tools": len(loaded.tools.tool_names),
+                "unchanged": not out,
+            },
+        )
+
+    store.blobs.put(loaded.data, loaded.sha256)
+    return store.execute(f"component attach {loaded.source_uri} --id {loaded.component_id}", decide)
+
+
+def detach(store: Store, component_id: str) -> Outcome:
+    check_id(component_id)
+
+    def decide(state: State) -> Decision:
+        _require(state, component_id)
+        return Decision([ev.ComponentDetached(component_id=component_id)])
+
+    return store.execute(f"component detach {component_id}", decide)
+
+
+# ------------------------------------------------------------------ policies
+
+
+def policy_attach(store: Store, component_id: str, source: str) -> Outcome:
+    check_id(component_id)
+    policy = load_policy(source)
+    now = int(time.time())
+
+    def decide(state: State) -> Decision:
+        comp = _require(state, component_id)
+        if comp.policy and (comp.policy.policy_content, comp.policy.source_uri) == (
+            policy.content,
+            policy.source_uri,
+        ):
+            return Decision([], summary={"unchanged": True})
+        return Decision(
+            [
+                ev.PolicyAttached(
+                    component_id=component_id,
+                    source_uri=policy.source_uri,
+                    policy_content=policy.content,
+                    attached_at=now,
+                )
+            ]
+        )
+
+    return store.execute(f"policy attach {component_id} {policy.source_uri}", decide)
+
+
+def policy_detach(store: Store, component_id: str) -> Outcome:
+    check_id(component_id)
+
+    def decide(state: State) -> Decision:
+        comp = _require(state, component_id)
+        if comp.policy is None:
+            raise NotFound(f"component {component_id!r} has no policy attached")
+        return Decision([ev.PolicyDetached(component_id=component_id)])
+
+    return store.execute(f"policy detach {component_id}", decide)
+
+
+def permission(
+    store: Store,
+    op: str,
+    component_id: str,
+    kind: str | None = None,
+    value: str | None = None,
+    access: list[str] | None = None,
+) -> Outcome:
+    """grant / revoke / reset as `policy.changed`; safe to re-decide, so it retries."""
+    from store import policy as pol
+
+    check_id(component_id)
+    component_dir = store.settings.component_dir
+    now = int(time.time())
+
+    def decide(state: State) -> Decision:
+        comp = _require(state, component_id)
+        content = comp.policy.policy_content if comp.policy else None
+        if op == "grant":
+            assert kind is not None and value is not None
+            new, change = pol.grant(content, component_id, kind, value, access)
+        elif op == "revoke":
+            assert kind is not None and value is not None
+            new, change = pol.revoke(content, component_id, kind, value, access)
+        else:
+            new, change = pol.reset(content, component_id)
+        if new == content:
+            return Decision([], summary={"unchanged": True, "change": change})
+        creating = comp.policy is None
+        policy_path = component_dir / f"{component_id}.policy.yaml"
+        return Decision(
+            [
+                ev.PolicyChanged(
+                    component_id=component_id,
+                    policy_content=new,
+                    change=change,
+                    source_uri=policy_path.as_uri() if creating else None,
+                    attached_at=now if creating else None,
+                )
+            ],
+            summary={"change": change},
+        )
+
+    words = " ".join(x for x in (op, kind or "", component_id, value or "") if x)
+    if access:
+        words += f" --access {','.join(access)}"
+    # Validate before touching anything (the decide closure re-validates on the live state).
+    decide(store.state())
+    return store.execute(f"permission {words}", decide, retry=True)
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outcome:
+    """Values to the secrets file first (they exist nowhere else), then the key names as events.
+
+    If the command fails after the file was written, the previous file is put back.
+    """
+    check_id(component_id)
+    _require(store.state(), component_id)
+    store.repair_files()
+    secrets_dir = store.settings.secrets_dir
+    before = secret_files.snapshot_file(secrets_dir, component_id)
+    merged = {**secret_files.read_values(secrets_dir, component_id), **values}
+    keys = sorted(values)
+
+    def decide(state: State) -> Decision:
+        _require(state, component_id)
+        return Decision(
+            [ev.SecretKeysSet(component_id=component_id, keys=keys)],
+            summary={"component_id": component_id, "keys": keys},
+        )
+
+    secret_files.write_values(secrets_dir, component_id, merged)
+    try:
+        return store.execute(f"secret set {component_id} {' '.join(keys)}", decide, retry=True)
+    except BaseException:
+        secret_files.restore_file(secrets_dir, component_id, before)
+        raise
+
+
+def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
+    check_id(component_id)
+    if not keys:
+        raise ValidationError("no keys given")
+    for i, k in enumerate(keys, 1):
+        check_env_key(k, f"key {i}")
+    secrets_dir = store.settings.secrets_dir
+    comp = _require(store.state(), component_id)
+    on_disk = secret_files.read_values(secrets_dir, component_id)
+    unknown = [k for k in keys if k not in comp.secret_keys and k not in on_disk]
+    if unknown:
+        raise NotFound(f"component {component_id!r} has no secret {unknown[0]!r}")
+
+    def decide(state: State) -> Decision:
+        current = _require(state, component_id)
+        declared = sorted(k for k in set(keys) if k in current.secret_keys)
+        out: list[ev.Event] = []
+        if declared:
+            out.append(ev.SecretKeysDeleted(component_id=component_id, keys=declared))
+        return Decision(out, summary={"component_id": component_id, "keys": sorted(set(keys))})
+
+    outcome = store.execute(f"secret delete {component_id} {' '.join(keys)}", decide, retry=True)
+    remaining = {k: v for k, v in secret_files.read_values(secrets_dir, component_id).items()
+                 if k not in set(keys)}
+    secret_files.write_values(secrets_dir, component_id, remaining)
+    return outcome
+
+
+@dataclass(frozen=True)
+class SecretEntry:
+    key: str
+    declared: bool
+    has_value: bool
+    value: str | None
+
+
+def secret_list(store: Store, component_id: str, show_values: bool = False) -> list[SecretEntry]:
+    check_id(component_id)
+    comp = _require(store.state(), component_id)
+    values = secret_files.read_values(store.settings.secrets_dir, component_id)
+    keys = sorted(set(comp.secret_keys) | set(values))
+    return [
+        SecretEntry(
+            key=k,
+            declared=k in comp.secret_keys,
+            has_value=k in values,
+            value=values.get(k) if show_values else None,
+        )
+        for k in keys
+    ]
+
+
+# ------------------------------------------------------------------ environment
+
+
+def env_set(store: Store, values: dict[str, str]) -> Outcome:
+    def decide(state: State) -> Decision:
+        changed = [
+            ev.EnvSet(key=k, value=v)
+            for k, v in sorted(values.items())
+            if state.environment.get(k) != v
+        ]
+        return Decision(changed, summary={"keys": sorted(values)})
+
+    return store.execute(f"env set {' '.join(sorted(values))}", decide, retry=True)
+
+
+def env_unset(store: Store, keys: list[str]) -> Outcome:
+    if not keys:
+        raise ValidationError("no keys given")
+    for i, k in enumerate(keys, 1):
+        check_env_key(k, f"key {i}")
+    missing = [k for k in keys if k not in store.state().environment]
+    if missing:
+        raise NotFound(f"environment variable {missing[0]!r} is not set")
+
+    def decide(state: State) -> Decision:
+        return Decision(
+            [ev.EnvUnset(key=k) for k in sorted(set(keys)) if k in state.environment],
+            summary={"keys": sorted(set(keys))},
+        )
+
+    return store.execute(f"env unset {' '.join(keys)}", decide, retry=True)
+
+
+def secrets_needed(store: Store, state: State, ids: list[str] | None = None) -> dict[str, list[str]]:
+    """Declared secret keys with no value on disk, per component."""
+    out: dict[str, list[str]] = {}
+    for cid in sorted(ids if ids is not None else state.components):
+        comp = state.components.get(cid)
+        if comp is None or not comp.secret_keys:
+            continue
+        values = secret_files.read_values(store.settings.secrets_dir, cid)
+        missing = [k for k in comp.secret_keys if k not in values]
+        if missing:
+            out[cid] = missing
+    return out
+
+
+def secret_set_command(component_id: str, keys: list[str]) -> str:
+    return f"wassette secret set {component_id} " + " ".join(f"{k}=…" for k in keys)
+
+

@@ -1,0 +1,139 @@
+"""Materialize the state into Wassette's component directory; the content-addressed blob store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store import fsutil
+from store.state import Component, State
+
+logger = logging.getLogger("wassette")
+
+SUFFIXES = (".wasm", ".metadata.json", ".policy.yaml", ".policy.meta.json")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------ blobs
+
+
+class BlobStore:
+    """Attached wasm bytes by sha256, so rollback and import can bring a component back."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        digest = digest or sha256_hex(data)
+        target = self.path(digest)
+        if not target.is_file():
+            fsutil.ensure_dir(target.parent)
+            fsutil.atomic_write(target, data, mode=0o644)
+        return digest
+
+    def get(self, digest: str) -> bytes | None:
+        data = fsutil.read_if_file(self.path(digest))
+        if data is not None and sha256_hex(data) != digest:
+            logger.warning("blob %s is corrupt; ignoring it", digest[:12])
+            return None
+        return data
+
+
+# ------------------------------------------------------------------ materialization
+
+
+def component_files(component_dir: Path, component_id: str) -> dict[str, Path]:
+    return {s: component_dir / f"{component_id}{s}" for s in SUFFIXES}
+
+
+def metadata_bytes(c: Component) -> bytes:
+    return (json.dumps(c.metadata, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def policy_meta_bytes(c: Component) -> bytes | None:
+    if c.policy is None:
+        return None
+    meta = {"attached_at": c.policy.attached_at, "source_uri": c.policy.source_uri}
+    return (json.dumps(meta, indent=2) + "\n").encode()
+
+
+@dataclass
+class Report:
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    missing_wasm: list[str] = field(default_factory=list)
+
+
+def materialize(
+    state: State,
+    component_dir: Path,
+    blobs: BlobStore,
+    ids: Iterable[str],
+) -> Report:
+    """Make the files of the given components match the state (idempotent).
+
+    Only differences are written, so a Wassette server watching the directory sees no churn.
+    """
+    report = Report()
+    fsutil.ensure_dir(component_dir)
+    for cid in sorted(set(ids)):
+        files = component_files(component_dir, cid)
+        comp = state.components.get(cid)
+        if comp is None:
+            for path in files.values():
+                if fsutil.remove(path):
+                    report.removed.append(path.name)
+            continue
+        _sync_wasm(comp, files[".wasm"], blobs, report)
+        _sync(files[".metadata.json"], metadata_bytes(comp), report)
+        if comp.policy is None:
+            for suffix in (".policy.yaml", ".policy.meta.json"):
+                if fsutil.remove(files[suffix]):
+                    report.removed.append(files[suffix].name)
+        else:
+            _sync(files[".policy.yaml"], comp.policy.policy_content.encode(), report)
+            meta = policy_meta_bytes(comp)
+            assert meta is not None
+            _sync(files[".policy.meta.json"], meta, report)
+    return report
+
+
+def _sync(path: Path, data: bytes, report: Report) -> None:
+    if path.is_symlink() or fsutil.read_if_file(path) != data:
+        fsutil.atomic_write(path, data)
+        report.written.append(path.name)
+
+
+def _stamp_mtime(comp: Component) -> int | None:
+    stamp = comp.metadata.get("validation_stamp") or {}
+    mtime = stamp.get("mtime")
+    return mtime if isinstance(mtime, int) else None
+
+
+def _sync_wasm(comp: Component, path: Path, blobs: BlobStore, report: Report) -> None:
+    mtime = _stamp_mtime(comp)
+    current = fsutil.read_if_file(path)
+    if current is not None and sha256_hex(current) == comp.wasm_sha256:
+        if mtime is not None and int(path.stat().st_mtime) != mtime:
+            fsutil.atomic_write(path, current, mtime=mtime)
+        return
+    data = blobs.get(comp.wasm_sha256)
+    if data is None:
+        report.missing_wasm.append(comp.component_id)
+        logger.warning("no bytes for %s (sha256 %s)", comp.component_id, comp.wasm_sha256[:12])
+        return
+    fsutil.atomic_write(path, data, mtime=mtime)
+    report.written.append(path.name)

@@ -1,0 +1,58 @@
+"""Atomic, symlink-safe file writes: the only way the project writes into its directories."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def ensure_dir(path: Path, mode: int = 0o755) -> None:
+    """Create the directory (and parents); refuse a symlink in its place."""
+    if path.is_symlink():
+        raise OSError(f"{path} is a symbolic link; refusing to write through it")
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    if (path.stat().st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, mtime: int | None = None) -> None:
+    """Write beside the target and rename over it.
+
+    The rename replaces a planted symlink instead of following it, and the temp file is created
+    with O_EXCL, so nothing is ever written outside the directory. The mode is set explicitly,
+    whatever the umask.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_if_file(path: Path) -> bytes | None:
+    """Contents of a regular file, or None when absent; a symlink counts as absent."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def remove(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False

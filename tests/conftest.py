@@ -1,0 +1,132 @@
+"""Shared fixtures: real stores in temp dirs and the installed `wassette` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def wassette_exe() -> str:
+    """The installed console script beside this Python (CI installs the package into a venv)."""
+    candidate = Path(sys.executable).parent / "wassette"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("wassette")
+    if found is None:
+        raise RuntimeError("the wassette console script is not installed (pip install .)")
+    return found
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@dataclass
+class Env:
+    """A store location: database, component dir and secrets dir under one temp dir."""
+
+    root: Path
+
+    @property
+    def db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def component_dir(self) -> Path:
+        return self.root / "components"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    def settings(self, actor: str = "tester@test") -> object:
+        from store.config import resolve
+
+        return resolve(str(self.db), str(self.component_dir), str(self.secrets_dir), actor)
+
+    def store(self, actor: str = "tester@test") -> object:
+        from store.service import Store
+
+        return Store(self.settings(actor))  # type: ignore[arg-type]
+
+    def run(self, *args: str, input: str | None = None, actor: str = "tester@test",
+            extra_env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")
+        }
+        env.update(
+            WASSETTE_STATE_DB=str(self.db),
+            WASSETTE_COMPONENT_DIR=str(self.component_dir),
+            WASSETTE_SECRETS_DIR=str(self.secrets_dir),
+            WASSETTE_ACTOR=actor,
+            HOME=str(self.root / "home"),
+            XDG_DATA_HOME=str(self.root / "xdg-data"),
+            XDG_CONFIG_HOME=str(self.root / "xdg-config"),
+        )
+        env.update(extra_env or {})
+        proc = subprocess.run(
+            [wassette_exe(), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd or self.root,
+            timeout=120,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    root = tmp_path / "site"
+    root.mkdir()
+    return Env(root)
+
+
+@pytest.fixture
+def env_factory(tmp_path: Path) -> Callable[[str], Env]:
+    def make(name: str) -> Env:
+        root = tmp_path / name
+        root.mkdir()
+        return Env(root)
+
+    return make
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes (for 'byte-identical after a refusal' checks)."""
+    out: dict[str, bytes] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.name.endswith(".lock"):
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def assert_refused(env: Env, result: Result, code: int = 2, contains: str | None = None) -> None:
+    assert result.code == code, (result.code, result.out, result.err)
+    lines = [ln for ln in result.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.err
+    assert "Traceback" not in result.text
+    if contains is not None:
+        assert contains in lines[0], lines[0]
