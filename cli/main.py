@@ -141,7 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # never a traceback on the terminal: it could carry a secret value
         if os.environ.get("WASSETTE_DEBUG") == "1":
             raise
-        click.echo(f"Error: unexpected failure ({type(e).__name__}); rerun with WASSETTE_DEBUG=1 "
-                   "for details", err=True)
+        click.echo(
+            f"Error: unexpected failure ({type(e).__name__}); rerun with WASSETTE_DEBUG=1 "
+            "for details",
+            err=True,
+        )
         sys.exit(1)
     sys.exit(0)

@@ -24,9 +24,7 @@ def emit(data: Any, fmt: str, text: str | None = None) -> None:
         import yaml
 
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-        click.echo(
-            yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True), nl=False
-        )
+        click.echo(yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True), nl=False)
     elif text is not None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

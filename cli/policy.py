@@ -92,7 +92,9 @@ def _kind_commands(group: click.Group, op: str) -> None:
         from store.commands import permission as do
 
         o = do(app.store, op, component_id, "storage", uri, _access(access))
-        report(app, o, f"{op} storage {uri} for {component_id}", {"change": o.summary.get("change")})
+        report(
+            app, o, f"{op} storage {uri} for {component_id}", {"change": o.summary.get("change")}
+        )
 
     storage.__doc__ = f"{verb} storage access to a URI (fs://path, ** allowed as a segment)."
 
@@ -112,8 +114,12 @@ def _kind_commands(group: click.Group, op: str) -> None:
                 from store.commands import permission as do
 
                 o = do(app.store, op, component_id, kind, value)
-                report(app, o, f"{op} {kind} {value} for {component_id}",
-                       {"change": o.summary.get("change")})
+                report(
+                    app,
+                    o,
+                    f"{op} {kind} {value} for {component_id}",
+                    {"change": o.summary.get("change")},
+                )
 
         make()
 

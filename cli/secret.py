@@ -65,8 +65,10 @@ def secret_list(app: App, component_id: str, show_values: bool) -> None:
     }
     rows = []
     for e in entries:
-        status = "ok" if e.declared and e.has_value else (
-            "missing value" if e.declared else "not declared"
+        status = (
+            "ok"
+            if e.declared and e.has_value
+            else ("missing value" if e.declared else "not declared")
         )
         row = [e.key, status]
         if show_values:

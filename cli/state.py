@@ -173,3 +173,162 @@ def rebuild(app: App) -> None:
         app.output,
         f"rebuilt read models from {count} events in {elapsed:.2f}s",
     )
+
+
+def _point(app: App, conn: object, when: str | None) -> tuple[int, str | None]:
+    """Resolve WHEN (or now) to a seq; also return the tag name when WHEN was a tag."""
+    from store.service import resolve_point
+
+    if when is None:
+        from store import log
+
+        return log.head(conn)[0], None  # type: ignore[arg-type]
+    seq = resolve_point(conn, when)  # type: ignore[arg-type]
+    tag = when.strip()[4:] if when.strip().startswith("tag:") else None
+    return seq, tag
+
+
+def snapshot_doc(
+    app: App, when: str | None, component_dir: str | None = None, secrets_dir: str | None = None
+) -> dict[str, Any]:
+    """The export document for the state at WHEN (default now)."""
+    from store import log, readmodel
+    from store.exporter import AsOf, exported_at, state_doc
+
+    store = app.store
+    with store.reading() as conn:
+        seq, tag = _point(app, conn, when)
+        state = readmodel.state_at(conn, seq)
+        at_us = log.time_of_seq(conn, seq) if seq else None
+    paths = state.paths
+    return state_doc(
+        state,
+        component_dir=component_dir
+        or (paths.component_dir if paths else str(store.settings.component_dir)),
+        secrets_dir=secrets_dir
+        or (paths.secrets_dir if paths else str(store.settings.secrets_dir)),
+        as_of=AsOf(seq, iso_us(at_us) if at_us else iso_us(0), tag),
+        lineage=store.lineage,
+        at=exported_at(),
+    )
+
+
+@state.command("export")
+@click.argument("target", metavar="FILE")
+@click.option("--at", "at", metavar="WHEN", help="Export the state as it was then.")
+@click.option("--component-dir", "component_dir", help="Component dir to write in the file.")
+@click.option("--secrets-dir", "secrets_dir", help="Secrets dir to write in the file.")
+@pass_app
+def export_cmd(
+    app: App, target: str, at: str | None, component_dir: str | None, secrets_dir: str | None
+) -> None:
+    """Write a Wassette-compatible snapshot (YAML for .yaml/.yml, else JSON; - for stdout).
+
+    \b
+    Examples:
+      wassette state export state.yaml
+      wassette state export backup.json --at 2026-11-25T10:00:00Z
+    """
+    from store.exporter import render, write_output
+    from store.snapshot import format_for
+
+    fmt = format_for(target)
+    doc = snapshot_doc(app, at, component_dir, secrets_dir)
+    data = render(doc, fmt)
+    write_output(target, data)
+    if target != "-":
+        n = len(doc["components"])
+        click.echo(
+            f"exported {n} component{'s' if n != 1 else ''} as of seq {doc['as_of']['seq']} "
+            f"to {target}",
+            err=True,
+        )
+
+
+@state.command("import")
+@click.argument("source", metavar="FILE")
+@click.option("--prune", is_flag=True, help="Also remove what the file does not have.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--strict", is_flag=True, help="Fail if a component's wasm cannot be found.")
+@output_option
+@pass_app
+def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) -> None:
+    """Make the state match a snapshot (merge by default), as one audited transaction.
+
+    \b
+    Examples:
+      wassette state import handoff.yaml
+      wassette state import backup.json --prune --dry-run
+    """
+    from store.commands import secret_set_command, secrets_needed
+    from store.importer import run_import
+
+    outcome = run_import(app.store, source, prune=prune, dry_run=dry_run, strict=strict)
+    s = outcome.summary
+    ids = sorted({e.component_id for e in outcome.events if e.component_id})
+    ids = ids or [c for c in outcome.state.components]
+    needed = secrets_needed(app.store, outcome.state, ids)
+    data = {
+        "status": "ok",
+        "tx": outcome.tx_id,
+        "events": [event_json(e) for e in outcome.events],
+        "dry_run": dry_run,
+        "plan": s["plan"],
+        "skipped": s["skipped"],
+        "reports": s["reports"],
+        "secrets_needed": [
+            {"component_id": cid, "keys": keys, "command": secret_set_command(cid, keys)}
+            for cid, keys in needed.items()
+        ],
+    }
+    lines = []
+    head = "plan (dry run, nothing written)" if dry_run else "import"
+    if not s["plan"]:
+        lines.append(f"{head}: nothing to change")
+    else:
+        lines.append(f"{head}:")
+        lines.extend(f"  {p}" for p in s["plan"])
+    if outcome.tx_id is not None:
+        lines.append(f"recorded as tx {outcome.tx_id} ({len(outcome.events)} events)")
+    for r in s["reports"]:
+        lines.append(f"note: {r['component_id']}: {r['note']}")
+    for sk in s["skipped"]:
+        click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
+    if needed:
+        lines.append("secret values needed (the state file carries key names only):")
+        lines.extend(f"  {secret_set_command(cid, keys)}" for cid, keys in needed.items())
+    emit(data, app.output, "\n".join(lines))
+
+
+@state.command("show")
+@click.option("--at", "at", metavar="WHEN", help="Show the state as it was then.")
+@output_option
+@pass_app
+def show(app: App, at: str | None) -> None:
+    """Print the state now or at any point (the export format)."""
+    doc = snapshot_doc(app, at)
+    if app.output != "text":
+        emit(doc, app.output)
+        return
+    lines = [f"as of seq {doc['as_of']['seq']} ({doc['as_of']['recorded_at']})"]
+    rows = []
+    for c in doc["components"]:
+        meta = c["metadata"] or {}
+        rows.append(
+            (
+                c["component_id"],
+                len(meta.get("tool_names") or []),
+                "yes" if c["policy"] else "no",
+                ",".join((c["secrets"] or {}).get("env_keys", [])),
+                c["wasm_sha256"][:12],
+            )
+        )
+    lines.append(
+        table(["component", "tools", "policy", "secret keys", "sha256"], rows)
+        if rows
+        else "no components"
+    )
+    if doc["environment"]:
+        lines.append("")
+        lines.append(table(["env", "value"], sorted(doc["environment"].items())))
+    emit(doc, app.output, "\n".join(lines))

@@ -383,8 +383,11 @@ def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
         return Decision(out, summary={"component_id": component_id, "keys": sorted(set(keys))})
 
     outcome = store.execute(f"secret delete {component_id} {' '.join(keys)}", decide, retry=True)
-    remaining = {k: v for k, v in secret_files.read_values(secrets_dir, component_id).items()
-                 if k not in set(keys)}
+    remaining = {
+        k: v
+        for k, v in secret_files.read_values(secrets_dir, component_id).items()
+        if k not in set(keys)
+    }
     secret_files.write_values(secrets_dir, component_id, remaining)
     return outcome
 
@@ -446,7 +449,9 @@ def env_unset(store: Store, keys: list[str]) -> Outcome:
     return store.execute(f"env unset {' '.join(keys)}", decide, retry=True)
 
 
-def secrets_needed(store: Store, state: State, ids: list[str] | None = None) -> dict[str, list[str]]:
+def secrets_needed(
+    store: Store, state: State, ids: list[str] | None = None
+) -> dict[str, list[str]]:
     """Declared secret keys with no value on disk, per component."""
     out: dict[str, list[str]] = {}
     for cid in sorted(ids if ids is not None else state.components):
@@ -462,5 +467,3 @@ def secrets_needed(store: Store, state: State, ids: list[str] | None = None) -> 
 
 def secret_set_command(component_id: str, keys: list[str]) -> str:
     return f"wassette secret set {component_id} " + " ".join(f"{k}=…" for k in keys)
-
-

@@ -20,7 +20,13 @@ TX_KINDS = ("change", "import", "rollback", "sync")
 
 
 def canonical(obj: Any) -> str:
+    """Sorted keys: the form that is hashed, independent of how a dict was built."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def compact(obj: Any) -> str:
+    """Key order kept: the stored form, so tool schemas keep their parameter order."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def chain_hash(prev: str, row: Mapping[str, Any]) -> str:
@@ -173,7 +179,7 @@ def append(
         prev_hash = chain_hash(prev_hash, row)
         row["hash"] = prev_hash
         stored.append(StoredEvent(command=tx.command, **row))
-        rows.append({**row, "data": canonical(data)})
+        rows.append({**row, "data": compact(data)})
     if rows:
         conn.execute(
             insert(events),

@@ -16,8 +16,10 @@ Every refusal is a `ValidationError` with a one-line message that names the path
 value (at most ~80 characters of it) and the rule, e.g.
 `policy: permissions.network.allow[2].host '*.*.x.com': wildcard only as a '*.' prefix or bare '*'`.
 
-Edits return the new document text plus a `change` record; they never mutate their inputs and
-copy only the containers they touch, so aliases in the source YAML cannot leak an edit elsewhere.
+Edits return the new document text plus a `change` record. The text is `dump_policy` of the
+edited document, except that an edit which changes nothing (a repeated grant, a reset of an empty
+policy) returns the input text itself, comments and all. Edits copy only the containers they touch,
+so aliases in the source YAML cannot carry an edit somewhere else.
 """
 
 from __future__ import annotations
@@ -429,7 +431,13 @@ def _start(content: str | None, component_id: str, *, create: bool) -> dict[str,
     return doc
 
 
-def _finish(doc: dict[str, Any], change: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def _finish(
+    doc: dict[str, Any], change: dict[str, Any], content: str | None, *, changed: bool
+) -> tuple[str, dict[str, Any]]:
+    """The edited text; an edit that changes nothing returns `content` itself, byte for byte
+    (comments and layout included), so the caller can tell a no-op from a change."""
+    if content is not None and not changed:
+        return content, change
     validate_policy(doc)
     return dump_policy(doc), change
 
@@ -511,35 +519,37 @@ def grant(
     doc = _start(content, component_id, create=True)
     perms = doc["permissions"]
     change: dict[str, Any] = {"op": "grant", "kind": kind}
+    changed = True
 
     if kind == "storage":
         allow = _allow(_section(perms, "storage"))
         for index, existing in enumerate(allow):
             if existing["uri"] == value:
                 merged = [a for a in _ACCESS if a in existing["access"] or a in wanted]
-                if set(merged) != set(existing["access"]):
+                changed = set(merged) != set(existing["access"])
+                if changed:
                     allow[index] = {**existing, "access": merged}
                 break
         else:
             allow.append({"uri": value, "access": wanted})
         change.update(uri=value, access=wanted)
-    elif kind == "network":
-        allow = _allow(_section(perms, "network"))
-        if entry not in allow:
+    elif kind in ("network", "environment-variable"):
+        if kind == "network":
+            allow = _allow(_section(perms, "network"))
+        else:
+            allow, entry = _allow(_section(perms, "environment")), {"key": value}
+        changed = entry not in allow
+        if changed:
             allow.append(entry)
         change.update(entry)
-    elif kind == "environment-variable":
-        allow = _allow(_section(perms, "environment"))
-        if {"key": value} not in allow:
-            allow.append({"key": value})
-        change.update(key=value)
     else:
         resources = _section(perms, "resources")
         limits = dict(resources.get("limits") or {})
         resources["limits"] = limits
+        changed = limits.get("memory") != value
         limits["memory"] = value
         change.update(limit=value)
-    return _finish(doc, change)
+    return _finish(doc, change, content, changed=changed)
 
 
 def revoke(
@@ -615,11 +625,12 @@ def revoke(
         if not resources:
             del perms["resources"]
         change.update(limit=str(current))
-    return _finish(doc, change)
+    return _finish(doc, change, content, changed=True)
 
 
 def reset(content: str | None, component_id: str) -> tuple[str, dict[str, Any]]:
     """Remove every permission (permissions → {}); version, description and $schema stay."""
     doc = _start(content, component_id, create=False)
+    changed = doc["permissions"] != {}
     doc["permissions"] = {}
-    return _finish(doc, {"op": "reset"})
+    return _finish(doc, {"op": "reset"}, content, changed=changed)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from store import db
 from store import events as ev
 from store.fold import evolve_component, evolve_setting, setting_key
-from store.log import StoredEvent, canonical
+from store.log import StoredEvent, compact
 from store.schema import component_versions, contents, entities, setting_versions
 from store.state import Component, Paths, Policy, State
 
@@ -37,7 +37,7 @@ class Encoder:
         hit = self._meta_cache.get(id(metadata))
         if hit is not None and hit[0] is metadata:
             return hit[1]
-        body = canonical(metadata)
+        body = compact(metadata)
         ref = _sha(body)
         self.blobs.setdefault(ref, body)
         if len(self._meta_cache) > 4096:
@@ -55,7 +55,7 @@ class Encoder:
                 "source_uri": c.policy.source_uri,
                 "attached_at": c.policy.attached_at,
             }
-        return canonical(
+        return compact(
             {
                 "source_uri": c.source_uri,
                 "wasm_sha256": c.wasm_sha256,
@@ -68,10 +68,8 @@ class Encoder:
     @staticmethod
     def setting(value: object) -> str:
         if isinstance(value, Paths):
-            return canonical(
-                {"component_dir": value.component_dir, "secrets_dir": value.secrets_dir}
-            )
-        return canonical(value)
+            return compact({"component_dir": value.component_dir, "secrets_dir": value.secrets_dir})
+        return compact(value)
 
 
 @dataclass
@@ -224,9 +222,7 @@ class RowBuilder:
         if change.state is not None:
             row = [change.key, change.seq, None, change.state]
             self._open[k] = row
-            (self.rows.components if change.kind == "component" else self.rows.settings).append(
-                row
-            )
+            (self.rows.components if change.kind == "component" else self.rows.settings).append(row)
 
     def result(self) -> Rows:
         self.rows.blobs = self.deriver.encoder.blobs
@@ -349,6 +345,4 @@ def _bodies(conn: Connection, refs: set[str]) -> dict[str, str]:
 
 def known_components(conn: Connection) -> set[str]:
     """Every component id the store has ever seen (their files may need removing)."""
-    return set(
-        conn.execute(select(entities.c.key).where(entities.c.kind == "component")).scalars()
-    )
+    return set(conn.execute(select(entities.c.key).where(entities.c.kind == "component")).scalars())

@@ -94,9 +94,11 @@ class Store:
     def repair_files(self) -> files.Report | None:
         """After a crash between commit and file writes, the marker lags: redo everything."""
         marker = self.read_marker()
-        if marker is not None and marker.get("component_dir") == str(
-            self.settings.component_dir
-        ) and marker.get("seq") == self.head_seq():
+        if (
+            marker is not None
+            and marker.get("component_dir") == str(self.settings.component_dir)
+            and marker.get("seq") == self.head_seq()
+        ):
             return None
         if marker is None and self.head_seq() == 0:
             return None

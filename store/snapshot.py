@@ -728,6 +728,10 @@ class _StateLoader(_BaseLoader):  # type: ignore[misc]
 
     @staticmethod
     def _bad_tag(tag: str, event: Any, path: str) -> _YamlRefused:
+        if tag == f"{_Y}merge":
+            return _YamlRefused(
+                "YAML merge keys ('<<') are not allowed in state files", event.start_mark, path
+            )
         return _YamlRefused(
             f"YAML tag {_show(tag)} is not allowed in state files", event.start_mark, path
         )
@@ -758,6 +762,8 @@ def _load_yaml(text: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = _one_line(exc.problem or exc.context or "syntax error")
+        if "nesting depth" in problem:  # libyaml's own (higher) limit, hit while scanning ahead
+            problem = f"state file nests deeper than {MAX_NESTING_DEPTH} levels"
         raise ValidationError(f"invalid YAML{_at(mark)}: {problem}") from None
     except yaml.YAMLError as exc:
         raise ValidationError(f"invalid YAML: {_one_line(str(exc))[:160]}") from None

@@ -534,6 +534,30 @@ def test_grant_network_deduplicates() -> None:
     assert change1 == change2
 
 
+@pytest.mark.parametrize(
+    ("kind", "value", "access"),
+    [
+        ("network", "api.openai.com", None),
+        ("network", "10.0.0.0/8", None),
+        ("environment-variable", "API_KEY", None),
+        ("storage", "fs://workspace/**", ["write"]),
+        ("memory", "1Gi", None),
+    ],
+)
+def test_a_grant_that_changes_nothing_returns_the_text_unchanged(
+    kind: str, value: str, access: list[str] | None
+) -> None:
+    source = (CONFORMANCE / "comprehensive.yaml").read_text()
+    text, change = grant(source, "c", kind, value, access)
+    assert text is source
+    assert change["op"] == "grant" and change["kind"] == kind
+
+
+def test_reset_of_an_empty_policy_returns_the_text_unchanged() -> None:
+    source = (CONFORMANCE / "minimal.yaml").read_text()
+    assert reset(source, "c") == (source, {"op": "reset"})
+
+
 def test_grant_environment_variable() -> None:
     text, change = grant(None, "c", "environment-variable", "API_KEY")
     text, _ = grant(text, "c", "environment-variable", "API_KEY")
@@ -627,12 +651,6 @@ def test_grant_does_not_leak_through_yaml_aliases() -> None:
     text, _ = grant(source, "c", "network", "b.com")
     network = parse_policy(text)["permissions"]["network"]
     assert network == {"allow": [{"host": "a.com"}, {"host": "b.com"}], "deny": [{"host": "a.com"}]}
-
-
-def test_grant_does_not_mutate_a_parsed_document_shared_by_the_caller() -> None:
-    source = perms("  storage:\n    allow:\n    - uri: fs://a\n      access: [read]\n")
-    _, _ = grant(source, "c", "storage", "fs://a", ["write"])
-    assert "write" not in source
 
 
 def test_grant_with_a_self_referential_runtime_section() -> None:
@@ -902,7 +920,7 @@ SCALARS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.floats(),
+    st.floats(allow_nan=False),  # NaN != NaN would break the round-trip comparison
     st.text(max_size=10),
     st.sampled_from(
         [

@@ -1,0 +1,282 @@
+"""Snapshot → plan → events: the import command.
+
+Everything is validated before anything is written; the plan is decided on the live state
+inside Store.execute, so importing the same file twice appends nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from store import events as ev
+from store import files, fsutil
+from store.errors import ValidationError
+from store.service import Decision, Outcome, Store
+from store.state import State
+
+MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One component of the file with its wasm located (or not) before deciding."""
+
+    component_id: str
+    sha256: str | None  # None: no bytes available anywhere → skipped
+    metadata: dict[str, Any] | None
+    source_uri: str
+    policy: dict[str, Any] | None
+    secret_keys: tuple[str, ...]
+    note: str | None = None  # what happened to the wasm, for the summary
+
+
+@dataclass
+class PreparedFile:
+    sha256: str
+    version: str
+    exported_at: int
+    lineage: str | None
+    serial: int | None
+    components: list[Prepared] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    reports: list[dict[str, str]] = field(default_factory=list)
+
+
+def read_source(source: str) -> tuple[bytes, str]:
+    """Bytes and format of the file (`-` = stdin, JSON unless named .yaml/.yml)."""
+    from store.snapshot import format_for
+
+    if source == "-":
+        data = sys.stdin.buffer.read(MAX_BYTES + 1)
+        return data, "json" if data.lstrip()[:1] == b"{" else "yaml"
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            raise ValidationError(f"{path} is a directory, not a state file")
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ValidationError(f"state file not found: {path}") from None
+    except PermissionError:
+        raise ValidationError(f"cannot read state file {path}: permission denied") from None
+    except OSError as e:
+        raise ValidationError(f"cannot read state file {path}: {e.strerror}") from None
+    return data, format_for(source)
+
+
+def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
+    from store.commands import introspect_cached
+    from store.policy import parse_policy
+    from store.snapshot import parse_snapshot
+
+    data, fmt = read_source(source)
+
+    def policy_check(content: str, where: str) -> None:
+        parse_policy(content)
+
+    snap = parse_snapshot(data, fmt, policy_check=policy_check)  # type: ignore[arg-type]
+    doc = snap.to_doc()
+    out = PreparedFile(
+        sha256=hashlib.sha256(data).hexdigest(),
+        version=snap.version,
+        exported_at=snap.exported_at,
+        lineage=snap.store.lineage if snap.store else None,
+        serial=snap.store.serial if snap.store else None,
+        environment=dict(snap.environment),
+    )
+    component_dir = store.settings.component_dir
+    for comp, cdoc in zip(snap.components, doc["components"], strict=True):
+        cid = comp.component_id
+        if comp.placeholders:
+            out.skipped.append(
+                {
+                    "component_id": cid,
+                    "reason": "placeholder values (" + ", ".join(comp.placeholders) + ")",
+                }
+            )
+            continue
+        wanted = comp.wasm_sha256 or (
+            comp.metadata.validation_stamp.content_hash if comp.metadata else None
+        )
+        local = component_dir / f"{cid}.wasm"
+        present = fsutil.read_if_file(local)
+        metadata = cdoc["metadata"]
+        note = None
+        sha: str | None = None
+        if present is not None:
+            sha = files.sha256_hex(present)
+            stamp = comp.metadata.validation_stamp if comp.metadata else None
+            same = (
+                metadata is not None
+                and stamp is not None
+                and (wanted == sha if wanted else stamp.file_size == len(present))
+            )
+            if not same:
+                tools = introspect_cached(store, present, sha, local.name)
+                st = local.stat()
+                metadata = {
+                    "component_id": cid,
+                    "tool_schemas": tools.tool_schemas,
+                    "function_identifiers": tools.function_identifiers,
+                    "tool_names": tools.tool_names,
+                    "validation_stamp": {
+                        "file_size": len(present),
+                        "mtime": int(st.st_mtime),
+                        "content_hash": sha,
+                    },
+                    "created_at": int(st.st_mtime),
+                }
+                note = "wasm in the component dir differs from the file: re-introspected"
+                out.reports.append({"component_id": cid, "note": note})
+            store.blobs.put(present, sha)
+        elif wanted is not None and store.blobs.has(wanted) and metadata is not None:
+            sha = wanted
+            note = "wasm restored from the blob store"
+        elif (origin := _source_bytes(comp.source_uri, wanted)) is not None and metadata:
+            sha = files.sha256_hex(origin)
+            store.blobs.put(origin, sha)
+            note = f"wasm copied from {comp.source_uri}"
+        if sha is None or metadata is None:
+            reason = "wasm not found in the component dir or the blob store"
+            if strict:
+                raise ValidationError(f"component {cid!r}: {reason} (--strict)")
+            out.skipped.append({"component_id": cid, "reason": reason})
+            continue
+        if comp.metadata is not None and metadata is cdoc["metadata"] and wanted is None:
+            # A Wassette file without a hash: record the one we now know.
+            metadata = {
+                **metadata,
+                "validation_stamp": {**metadata["validation_stamp"], "content_hash": sha},
+            }
+        out.components.append(
+            Prepared(
+                component_id=cid,
+                sha256=sha,
+                metadata=metadata,
+                source_uri=comp.source_uri or local.as_uri(),
+                policy=cdoc["policy"],
+                secret_keys=tuple(comp.secrets.env_keys) if comp.secrets else (),
+                note=note,
+            )
+        )
+    return out
+
+
+def _source_bytes(source_uri: str | None, wanted: str | None) -> bytes | None:
+    """The component's original file, if it is local, readable and has the expected hash."""
+    if not source_uri or not source_uri.startswith("file://") or wanted is None:
+        return None
+    from urllib.parse import unquote, urlparse
+
+    data = fsutil.read_if_file(Path(unquote(urlparse(source_uri).path)))
+    if data is None or files.sha256_hex(data) != wanted:
+        return None
+    return data
+
+
+def plan_events(
+    state: State, prepared: PreparedFile, prune: bool
+) -> tuple[list[ev.Event], list[str]]:
+    """The events that make the state equal to the file (merge, or exact with prune)."""
+    out: list[ev.Event] = []
+    plan: list[str] = []
+    in_file = {p.component_id for p in prepared.components} | {
+        s["component_id"] for s in prepared.skipped
+    }
+    for p in prepared.components:
+        assert p.sha256 is not None and p.metadata is not None
+        cur = state.components.get(p.component_id)
+        keep_meta = (
+            cur is not None
+            and cur.wasm_sha256 == p.sha256
+            and (cur.metadata == p.metadata or p.note is not None)
+        )
+        if cur is None or not keep_meta or cur.source_uri != p.source_uri:
+            out.append(
+                ev.ComponentAttached(
+                    component_id=p.component_id,
+                    source_uri=p.source_uri,
+                    wasm_sha256=p.sha256,
+                    metadata=cur.metadata if keep_meta and cur is not None else p.metadata,
+                )
+            )
+            plan.append(f"attach {p.component_id}" + (f" ({p.note})" if p.note else ""))
+        have_policy = cur.policy if cur is not None else None
+        if p.policy is None:
+            if have_policy is not None:
+                out.append(ev.PolicyDetached(component_id=p.component_id))
+                plan.append(f"detach policy of {p.component_id}")
+        elif have_policy is None or (
+            have_policy.policy_content,
+            have_policy.source_uri,
+            have_policy.attached_at,
+        ) != (p.policy["policy_content"], p.policy["source_uri"], p.policy["attached_at"]):
+            out.append(
+                ev.PolicyAttached(
+                    component_id=p.component_id,
+                    source_uri=p.policy["source_uri"],
+                    policy_content=p.policy["policy_content"],
+                    attached_at=p.policy["attached_at"],
+                )
+            )
+            plan.append(f"attach policy to {p.component_id}")
+        have_keys = set(cur.secret_keys) if cur is not None else set()
+        want_keys = set(p.secret_keys)
+        if want_keys - have_keys:
+            keys = sorted(want_keys - have_keys)
+            out.append(ev.SecretKeysSet(component_id=p.component_id, keys=keys))
+            plan.append(f"declare secret keys {', '.join(keys)} for {p.component_id}")
+        if have_keys - want_keys:
+            keys = sorted(have_keys - want_keys)
+            out.append(ev.SecretKeysDeleted(component_id=p.component_id, keys=keys))
+            plan.append(f"delete secret keys {', '.join(keys)} of {p.component_id}")
+    for key, value in sorted(prepared.environment.items()):
+        if state.environment.get(key) != value:
+            out.append(ev.EnvSet(key=key, value=value))
+            plan.append(f"set env {key}")
+    if prune:
+        for cid in sorted(set(state.components) - in_file):
+            out.append(ev.ComponentDetached(component_id=cid))
+            plan.append(f"detach {cid} (not in the file)")
+        for key in sorted(set(state.environment) - set(prepared.environment)):
+            out.append(ev.EnvUnset(key=key))
+            plan.append(f"unset env {key} (not in the file)")
+    return out, plan
+
+
+def run_import(
+    store: Store, source: str, *, prune: bool = False, dry_run: bool = False, strict: bool = False
+) -> Outcome:
+    prepared = prepare(store, source, strict=strict)
+    details = {
+        "file_sha256": prepared.sha256,
+        "version": prepared.version,
+        "exported_at": prepared.exported_at,
+        "source_lineage": prepared.lineage,
+        "source_serial": prepared.serial,
+        "prune": prune,
+    }
+
+    def decide(state: State) -> Decision:
+        events, plan = plan_events(state, prepared, prune)
+        return Decision(
+            [] if dry_run else events,
+            details={**details, "plan": plan},
+            summary={
+                "plan": plan,
+                "skipped": prepared.skipped,
+                "reports": prepared.reports,
+                "dry_run": dry_run,
+            },
+        )
+
+    if dry_run:
+        state = store.state()
+        decision = decide(state)
+        return Outcome(None, [], state, decision.summary)
+    return store.execute(f"state import {source}", decide, kind="import")
