@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import click
 
 from cli.common import report
@@ -12,7 +14,7 @@ from cli.output import emit, table
 class AliasGroup(click.Group):
     """Accept Wassette's own verbs (`load`, `unload`) as aliases."""
 
-    aliases = {"load": "attach", "unload": "detach", "ls": "list"}
+    aliases: ClassVar[dict[str, str]] = {"load": "attach", "unload": "detach", "ls": "list"}
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
@@ -66,7 +68,7 @@ def detach(app: App, component_id: str) -> None:
 def list_(app: App) -> None:
     """List the current components."""
     state = app.store.state()
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "id": c.component_id,
             "tools_count": len(c.metadata.get("tool_names") or []),

@@ -59,8 +59,9 @@ def output_option(f: Any) -> Any:
     """`-o` accepted after the subcommand too (`wassette state history -o json`)."""
 
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            ctx.find_object(App).output = value
+        app = ctx.find_object(App)
+        if value is not None and app is not None:
+            app.output = value
 
     return click.option(
         "-o",
@@ -82,7 +83,7 @@ def output_option(f: Any) -> Any:
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(VERSION, prog_name="wassette")
 @click.pass_context
-def cli(ctx: click.Context, **opts: Any) -> None:
+def cli(ctx: click.Context, /, **opts: Any) -> None:
     """Event-sourced state store for Wassette: every change recorded, any moment restorable.
 
     \b

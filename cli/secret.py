@@ -29,7 +29,8 @@ def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_s
     Example:
       printf 'API_KEY=%s\\n' "$KEY" | wassette secret set weather --stdin
     """
-    from store.commands import parse_assignment_lines, parse_assignments, secret_set as do
+    from store.commands import parse_assignment_lines, parse_assignments
+    from store.commands import secret_set as do
 
     if from_stdin:
         if assignments:
@@ -101,7 +102,8 @@ def env() -> None:
 @pass_app
 def env_set(app: App, assignments: tuple[str, ...]) -> None:
     """Set environment variables."""
-    from store.commands import env_set as do, parse_assignments
+    from store.commands import env_set as do
+    from store.commands import parse_assignments
 
     values = parse_assignments(assignments, "variables")
     report(app, do(app.store, values), f"set {', '.join(sorted(values))}")

@@ -421,7 +421,7 @@ def secret_list(store: Store, component_id: str, show_values: bool = False) -> l
 
 def env_set(store: Store, values: dict[str, str]) -> Outcome:
     def decide(state: State) -> Decision:
-        changed = [
+        changed: list[ev.Event] = [
             ev.EnvSet(key=k, value=v)
             for k, v in sorted(values.items())
             if state.environment.get(k) != v

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class StoreError(Exception):
-    """Base of all errors the store raises on purpose; exit code 1 unless a subclass says otherwise."""
+    """Base of the errors the store raises on purpose; exit 1 unless a subclass says otherwise."""
 
     exit_code = 1
 

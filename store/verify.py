@@ -71,14 +71,16 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
         version = stream_versions.get(se.stream, 0) + 1
         if se.stream_version != version:
             report.problems.append(
-                f"seq {se.seq}: stream {se.stream!r} version {se.stream_version}, expected {version}"
+                f"seq {se.seq}: stream {se.stream!r} version {se.stream_version}, "
+                f"expected {version}"
             )
             return False
         stream_versions[se.stream] = version
         try:
             builder.feed(se)
         except Exception as e:  # an unreadable event is a verification failure, not a crash
-            report.problems.append(f"seq {se.seq}: event data does not validate: {e}".split("\n")[0])
+            first = str(e).split("\n")[0]
+            report.problems.append(f"seq {se.seq}: event data does not validate: {first}")
             return False
         prev_hash = se.hash
         expected_seq += 1

@@ -1,4 +1,4 @@
-"""WHEN: one parser for every --at/--to/--since/--until (pure; resolution to a seq needs the log)."""
+"""WHEN: one parser for every --at/--to/--since/--until (pure; resolving needs the log)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def parse_when(text: str, now_us: int) -> Point:
     try:
         dt = datetime.fromisoformat(raw.replace("z", "Z"))
     except ValueError:
-        raise ValidationError(f"cannot read {_show(raw)} as a point in time; expected {HELP}") from None
+        raise ValidationError(
+            f"cannot read {_show(raw)} as a point in time; expected {HELP}"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     try:
