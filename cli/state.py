@@ -332,3 +332,198 @@ def show(app: App, at: str | None) -> None:
         lines.append("")
         lines.append(table(["env", "value"], sorted(doc["environment"].items())))
     emit(doc, app.output, "\n".join(lines))
+
+
+def _confirm_on_tty(app: App, yes: bool) -> object:
+    from cli.output import is_tty
+
+    if yes or not is_tty():
+        return None
+
+    def ask(plan: list[str]) -> bool:
+        click.echo("plan:")
+        for p in plan:
+            click.echo(f"  {p}")
+        return click.confirm("apply this rollback?", default=False)
+
+    return ask
+
+
+def _rollback_report(app: App, outcome: Any, label: str) -> None:
+    from store.commands import secret_set_command, secrets_needed
+
+    s = outcome.summary
+    ids = sorted({e.component_id for e in outcome.events if e.component_id})
+    needed = secrets_needed(app.store, outcome.state, ids) if outcome.tx_id else {}
+    data = {
+        "status": "ok",
+        "tx": outcome.tx_id,
+        "events": [event_json(e) for e in outcome.events],
+        "target_seq": s["target_seq"],
+        "dry_run": s["dry_run"],
+        "plan": s["plan"],
+        "skipped": [],
+        "secrets_needed": [
+            {"component_id": c, "keys": k, "command": secret_set_command(c, k)}
+            for c, k in needed.items()
+        ],
+    }
+    lines = []
+    if not s["plan"]:
+        lines.append(f"{label}: the state already equals seq {s['target_seq']}; nothing to do")
+    else:
+        head = f"{label} to seq {s['target_seq']}" + (
+            " (dry run, nothing written)" if s["dry_run"] else ""
+        )
+        lines.append(head + ":")
+        lines.extend(f"  {p}" for p in s["plan"])
+    if outcome.tx_id is not None:
+        lines.append(f"recorded as tx {outcome.tx_id} ({len(outcome.events)} events)")
+    if needed:
+        lines.append("secret values needed (values are never in the log):")
+        lines.extend(f"  {secret_set_command(c, k)}" for c, k in needed.items())
+    emit(data, app.output, "\n".join(lines))
+
+
+@state.command()
+@click.option("--to", "to", required=True, metavar="WHEN", help="The point to return to.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
+@output_option
+@pass_app
+def rollback(app: App, to: str, dry_run: bool, yes: bool, reason: str | None) -> None:
+    """Make the state equal to what it was at WHEN, as one new audited transaction.
+
+    \b
+    Examples:
+      wassette state rollback --to tag:before-upgrade --reason "bad policy"
+      wassette state rollback --to 15m --dry-run
+    """
+    from store.history import rollback as do
+
+    outcome = do(app.store, to, dry_run=dry_run, reason=reason, confirm=_confirm_on_tty(app, yes))
+    _rollback_report(app, outcome, "rollback")
+
+
+@state.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
+@output_option
+@pass_app
+def undo(app: App, dry_run: bool, yes: bool, reason: str | None) -> None:
+    """Roll back the most recent transaction."""
+    from store.history import undo as do
+
+    outcome = do(app.store, dry_run=dry_run, reason=reason, confirm=_confirm_on_tty(app, yes))
+    _rollback_report(app, outcome, "undo")
+
+
+@state.command()
+@click.argument("since", metavar="WHEN")
+@click.argument("until", metavar="[WHEN]", required=False)
+@output_option
+@pass_app
+def diff(app: App, since: str, until: str | None) -> None:
+    """List what changed between two points (default second point: now).
+
+    \b
+    Example:
+      wassette state diff tag:release-1 -o json
+    """
+    from store import readmodel
+    from store.diff import diff as do
+
+    with app.store.reading() as conn:
+        a, _ = _point(app, conn, since)
+        b, _ = _point(app, conn, until)
+        changes = do(readmodel.state_at(conn, a), readmodel.state_at(conn, b))
+    data = [c.as_dict() for c in changes]
+    rows = [(c.component_id or "-", c.field, _short(c.before), _short(c.after)) for c in changes]
+    text = (
+        f"seq {a} → seq {b}\n" + table(["component", "field", "before", "after"], rows)
+        if rows
+        else f"no differences between seq {a} and seq {b}"
+    )
+    emit(data, app.output, text)
+
+
+def _short(value: Any) -> str:
+    import json
+
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and "policy_content" in value:
+        import hashlib
+
+        digest = hashlib.sha256(value["policy_content"].encode()).hexdigest()[:10]
+        return f"policy {digest} ({value.get('source_uri')})"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+@state.command()
+@click.argument("component_id", metavar="ID")
+@output_option
+@pass_app
+def blame(app: App, component_id: str) -> None:
+    """For each aspect of a component (wasm, policy, each secret key): who last set it."""
+    from store.history import blame as do
+    from store.state import check_id
+
+    check_id(component_id)
+    entries = do(app.store, component_id)
+    data = [
+        {**e, "recorded_at": iso_us(e["recorded_at"]) if e["recorded_at"] else None}
+        for e in entries
+    ]
+    rows = [
+        (
+            e["aspect"],
+            e["seq"] or "-",
+            e["tx"] or "-",
+            (e["recorded_at"] or "-")[:19].replace("T", " "),
+            e["actor"] or "-",
+            e["type"] or "-",
+            e["command"] or "-",
+        )
+        for e in data
+    ]
+    emit(
+        data,
+        app.output,
+        table(["aspect", "seq", "tx", "time (utc)", "actor", "event", "command"], rows),
+    )
+
+
+@state.command()
+@click.argument("name")
+@click.option("--at", "at", metavar="WHEN", help="The point to name (default now).")
+@output_option
+@pass_app
+def tag(app: App, name: str, at: str | None) -> None:
+    """Name a point in history, usable as tag:NAME wherever WHEN is."""
+    from store.history import add_tag
+
+    t = add_tag(app.store, name, at)
+    emit({"status": "ok", **t}, app.output, f"tagged seq {t['seq']} as {name}")
+
+
+@state.command()
+@output_option
+@pass_app
+def tags(app: App) -> None:
+    """List tags."""
+    from store.history import list_tags
+
+    items = [{**t, "created_at": iso_us(t["created_at"])} for t in list_tags(app.store)]
+    rows = [
+        (t["name"], t["seq"], t["created_at"][:19].replace("T", " "), t["actor"]) for t in items
+    ]
+    emit(
+        items,
+        app.output,
+        table(["name", "seq", "created (utc)", "actor"], rows) if rows else "no tags",
+    )

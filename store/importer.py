@@ -16,7 +16,7 @@ from store import events as ev
 from store import files, fsutil
 from store.errors import ValidationError
 from store.service import Decision, Outcome, Store
-from store.state import State
+from store.state import Component, Policy, State
 
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -137,10 +137,12 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
         elif wanted is not None and store.blobs.has(wanted) and metadata is not None:
             sha = wanted
             note = "wasm restored from the blob store"
+            out.reports.append({"component_id": cid, "note": note})
         elif (origin := _source_bytes(comp.source_uri, wanted)) is not None and metadata:
             sha = files.sha256_hex(origin)
             store.blobs.put(origin, sha)
             note = f"wasm copied from {comp.source_uri}"
+            out.reports.append({"component_id": cid, "note": note})
         if sha is None or metadata is None:
             reason = "wasm not found in the component dir or the blob store"
             if strict:
@@ -183,70 +185,37 @@ def plan_events(
     state: State, prepared: PreparedFile, prune: bool
 ) -> tuple[list[ev.Event], list[str]]:
     """The events that make the state equal to the file (merge, or exact with prune)."""
-    out: list[ev.Event] = []
-    plan: list[str] = []
-    in_file = {p.component_id for p in prepared.components} | {
-        s["component_id"] for s in prepared.skipped
-    }
+    from store.diff import reconcile
+
+    target: dict[str, Component] = {}
     for p in prepared.components:
         assert p.sha256 is not None and p.metadata is not None
         cur = state.components.get(p.component_id)
-        keep_meta = (
-            cur is not None
-            and cur.wasm_sha256 == p.sha256
-            and (cur.metadata == p.metadata or p.note is not None)
+        # Re-introspected bytes we already hold: keep the metadata we have (idempotent import).
+        same_bytes = cur is not None and cur.wasm_sha256 == p.sha256 and p.note is not None
+        policy = None
+        if p.policy is not None:
+            policy = Policy(
+                p.policy["policy_content"], p.policy["source_uri"], p.policy["attached_at"]
+            )
+        target[p.component_id] = Component(
+            component_id=p.component_id,
+            source_uri=p.source_uri,
+            wasm_sha256=p.sha256,
+            metadata=cur.metadata if same_bytes and cur is not None else p.metadata,
+            policy=policy,
+            secret_keys=tuple(sorted(p.secret_keys)),
         )
-        if cur is None or not keep_meta or cur.source_uri != p.source_uri:
-            out.append(
-                ev.ComponentAttached(
-                    component_id=p.component_id,
-                    source_uri=p.source_uri,
-                    wasm_sha256=p.sha256,
-                    metadata=cur.metadata if keep_meta and cur is not None else p.metadata,
-                )
-            )
-            plan.append(f"attach {p.component_id}" + (f" ({p.note})" if p.note else ""))
-        have_policy = cur.policy if cur is not None else None
-        if p.policy is None:
-            if have_policy is not None:
-                out.append(ev.PolicyDetached(component_id=p.component_id))
-                plan.append(f"detach policy of {p.component_id}")
-        elif have_policy is None or (
-            have_policy.policy_content,
-            have_policy.source_uri,
-            have_policy.attached_at,
-        ) != (p.policy["policy_content"], p.policy["source_uri"], p.policy["attached_at"]):
-            out.append(
-                ev.PolicyAttached(
-                    component_id=p.component_id,
-                    source_uri=p.policy["source_uri"],
-                    policy_content=p.policy["policy_content"],
-                    attached_at=p.policy["attached_at"],
-                )
-            )
-            plan.append(f"attach policy to {p.component_id}")
-        have_keys = set(cur.secret_keys) if cur is not None else set()
-        want_keys = set(p.secret_keys)
-        if want_keys - have_keys:
-            keys = sorted(want_keys - have_keys)
-            out.append(ev.SecretKeysSet(component_id=p.component_id, keys=keys))
-            plan.append(f"declare secret keys {', '.join(keys)} for {p.component_id}")
-        if have_keys - want_keys:
-            keys = sorted(have_keys - want_keys)
-            out.append(ev.SecretKeysDeleted(component_id=p.component_id, keys=keys))
-            plan.append(f"delete secret keys {', '.join(keys)} of {p.component_id}")
-    for key, value in sorted(prepared.environment.items()):
-        if state.environment.get(key) != value:
-            out.append(ev.EnvSet(key=key, value=value))
-            plan.append(f"set env {key}")
-    if prune:
-        for cid in sorted(set(state.components) - in_file):
-            out.append(ev.ComponentDetached(component_id=cid))
-            plan.append(f"detach {cid} (not in the file)")
-        for key in sorted(set(state.environment) - set(prepared.environment)):
-            out.append(ev.EnvUnset(key=key))
-            plan.append(f"unset env {key} (not in the file)")
-    return out, plan
+    for skipped in prepared.skipped:  # left exactly as they are, even with --prune
+        cid = skipped["component_id"]
+        if cid in state.components:
+            target[cid] = state.components[cid]
+    return reconcile(
+        state,
+        State(components=target, environment=prepared.environment),
+        prune=prune,
+        components=set(target),
+    )
 
 
 def run_import(

@@ -614,8 +614,9 @@ def _load_json(text: str) -> Any:
         ) from None
     except RecursionError:
         raise ValidationError(f"state file nests deeper than {MAX_NESTING_DEPTH} levels") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python allows
-        raise ValidationError(f"invalid JSON: {_one_line(str(exc))[:120]}") from None
+    except ValueError as exc:  # an integer with more digits than Python converts
+        detail = "an integer has too many digits" if "digits" in str(exc) else "invalid value"
+        raise ValidationError(f"invalid JSON: {detail}") from None
 
 
 # ----- YAML ----------------------------------------------------------------------------------
@@ -736,6 +737,15 @@ class _StateLoader(_BaseLoader):  # type: ignore[misc]
             f"YAML tag {_show(tag)} is not allowed in state files", event.start_mark, path
         )
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, OverflowError):
+            # e.g. `!!bool maybe`, `!!int x`, an integer with too many digits. The value is
+            # not shown: it could be anything.
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise _YamlRefused(f"invalid {kind} value", node.start_mark) from None
+
     def construct_yaml_timestamp(self, node: ScalarNode) -> str:
         return cast(str, node.value)  # timestamps stay strings (e.g. as_of.recorded_at)
 
@@ -752,10 +762,17 @@ _StateLoader.add_constructor(f"{_Y}timestamp", _StateLoader.construct_yaml_times
 _StateLoader.add_constructor(f"{_Y}float", _StateLoader.construct_yaml_float)
 
 
-def _load_yaml(text: str) -> Any:
+def _run_yaml_loader(text: str) -> Any:
     loader = _StateLoader(text)
     try:
         return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return _run_yaml_loader(text)
     except _YamlRefused as exc:
         where = f"{exc.path}: " if exc.path else ""
         raise ValidationError(f"invalid YAML: {where}{exc.message}{_at(exc.mark)}") from None
@@ -764,15 +781,13 @@ def _load_yaml(text: str) -> Any:
         problem = _one_line(exc.problem or exc.context or "syntax error")
         if "nesting depth" in problem:  # libyaml's own (higher) limit, hit while scanning ahead
             problem = f"state file nests deeper than {MAX_NESTING_DEPTH} levels"
-        raise ValidationError(f"invalid YAML{_at(mark)}: {problem}") from None
+        raise ValidationError(f"invalid YAML{_at(mark)}: {problem[:160]}") from None
     except yaml.YAMLError as exc:
         raise ValidationError(f"invalid YAML: {_one_line(str(exc))[:160]}") from None
     except RecursionError:
         raise ValidationError(f"state file nests deeper than {MAX_NESTING_DEPTH} levels") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValidationError(f"invalid YAML value: {_one_line(str(exc))[:120]}") from None
-    finally:
-        loader.dispose()
+    except (ValueError, TypeError, KeyError, OverflowError):  # backstop; never echo the value
+        raise ValidationError("invalid YAML: a value does not match its type") from None
 
 
 def _check_plain(value: Any) -> None:
@@ -990,9 +1005,15 @@ class _StateDumper(_BaseDumper):  # type: ignore[misc]
 
 def _represent_str(dumper: Any, value: str) -> Any:
     # Literal block style only for plain multi-line text: other line breaks (\r, NEL, U+2028)
-    # and control characters would not survive a block scalar, so the emitter quotes those.
-    literal = "\n" in value and all(line.isprintable() for line in value.split("\n"))
-    style = "|" if literal else None
+    # and control characters would not survive a block scalar.
+    # Other non-printable text is double-quoted: escapes are the only form every emitter
+    # (libyaml and pure Python) writes back losslessly.
+    style: str | None = None
+    if "\n" in value and all(line.isprintable() for line in value.split("\n")):
+        style = "|"
+    elif not value.isprintable():
+        style = '"'
+
     return dumper.represent_scalar(f"{_Y}str", value, style=style)
 
 

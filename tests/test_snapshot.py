@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -437,6 +440,16 @@ HOSTILE: list[Any] = [
     pytest.param(
         b'{"x": ' + b"9" * 5000 + b"}", "json", ["invalid JSON"], id="json-int-too-many-digits"
     ),
+    pytest.param(
+        MINIMAL_YAML + b"x: !!bool " + SECRET.encode() + b"\n",
+        "yaml",
+        ["invalid bool value (line 6, column 4)"],
+        id="yaml-bad-explicit-bool",
+    ),
+    pytest.param(
+        MINIMAL_YAML + b"x: " + b"9" * 5000 + b"\n", "yaml", ["invalid int value"], id="yaml-huge-int"
+    ),
+    pytest.param(b"version: \"0.1.0\"\x00\n", "yaml", ["invalid YAML"], id="yaml-nul-char"),
     pytest.param(
         b'{"version": "0.1.0", "x": "\\ud800"}',
         "json",
@@ -899,6 +912,86 @@ def test_render_validates_the_document() -> None:
         render_snapshot(doc, "json")
     with pytest.raises(ValidationError, match="unknown state file format"):
         render_snapshot(base_doc(), "toml")  # type: ignore[arg-type]
+
+
+TRICKY_STRINGS = [
+    "tab\there",
+    "cr\r\nlf",
+    "nel\x85x",
+    "ls\u2028ps\u2029",
+    "  leading\nspaces",
+    "trailing  \nspaces  ",
+    "no final newline\nx",
+    "two final newlines\n\n",
+    "\n",
+    "",
+    " ",
+    "- looks: [like, yaml]",
+    "# comment",
+    "'quotes' and \"quotes\"",
+    "\ufeffbom",
+    "null",
+    "0x1F",
+    "1_000",
+    "2026-11-25",
+    "yes",
+    "~",
+    "é ü 日本 😀",
+    "\x00nul",
+    "x" * 300,
+]
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_tricky_strings_round_trip(fmt: Any) -> None:
+    doc = base_doc()
+    doc["environment"] = {f"K{i}": text for i, text in enumerate(TRICKY_STRINGS)}
+    comp(doc)["policy"]["policy_content"] = "\n".join(TRICKY_STRINGS)
+    meta(doc)["tool_schemas"][0]["inputSchema"] = {text: text for text in TRICKY_STRINGS}
+    first = render_snapshot(doc, fmt)
+    snap = parse_snapshot(first, fmt)
+    assert [snap.environment[f"K{i}"] for i in range(len(TRICKY_STRINGS))] == TRICKY_STRINGS
+    assert snap.components[0].metadata is not None
+    assert list(snap.components[0].metadata.tool_schemas[0].input_schema) == TRICKY_STRINGS
+    assert render_snapshot(snap.to_doc(), fmt) == first
+
+
+PURE_PYTHON_YAML = """
+import sys
+import yaml
+del yaml.CSafeLoader, yaml.CSafeDumper  # as on a machine without libyaml
+sys.path.insert(0, "tests")
+import test_snapshot as t
+from store import snapshot
+assert snapshot._StateLoader.__mro__[1] is yaml.SafeLoader
+for case in t.HOSTILE:
+    data, fmt, expected = case.values
+    if fmt == "yaml":
+        t.test_hostile_input_is_refused(data, fmt, expected)
+t.test_wassette_docs_example_placeholders()
+for name in ("wassette-0.3.4.yaml", "additive.yaml"):
+    t.test_fixtures_are_canonical(name)
+t.test_tricky_strings_round_trip("yaml")
+t.test_render_never_emits_anchors()
+t.test_render_parse_render_is_a_fixed_point()
+print("ok")
+"""
+
+
+def test_pure_python_yaml_fallback() -> None:
+    """The module must behave the same where PyYAML has no libyaml (SafeLoader/SafeDumper)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", PURE_PYTHON_YAML],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
 
 
 def test_snapshot_is_frozen() -> None:
