@@ -137,6 +137,15 @@ def verify(app: App) -> None:
 
     with app.store.reading() as conn:
         report = run_verify(conn)
+    marker = app.store.read_marker()
+    if marker is not None and marker.get("seq", 0) > report.events:
+        report.problems.append(
+            f"seq {report.events + 1}: missing: the files were materialized at seq "
+            f"{marker['seq']} but the log ends at seq {report.events} (truncated WAL or an "
+            "older copy of the database)"
+        )
+    elif report.ok:
+        warn_drift(app)
     data = {
         "ok": report.ok,
         "events": report.events,
@@ -234,6 +243,7 @@ def export_cmd(
 
     fmt = format_for(target)
     doc = snapshot_doc(app, at, component_dir, secrets_dir)
+    warn_drift(app)
     data = render(doc, fmt)
     write_output(target, data)
     if target != "-":
@@ -527,3 +537,57 @@ def tags(app: App) -> None:
         app.output,
         table(["name", "seq", "created (utc)", "actor"], rows) if rows else "no tags",
     )
+
+
+@state.command()
+@output_option
+@pass_app
+def sync(app: App) -> None:
+    """Record changes made to the component and secrets dirs outside wassette (drift)."""
+    from store.drift import sync as do
+
+    outcome, drifts = do(app.store)
+    lines = [
+        f"{d.component_id}: {d.what}" + ("" if d.adoptable else " (not adopted)") for d in drifts
+    ] or ["no drift: the files match the state"]
+    if outcome.tx_id is not None:
+        lines.append(
+            f"recorded as tx {outcome.tx_id} ({len(outcome.events)} events, actor filesystem)"
+        )
+    data = {
+        "status": "ok",
+        "tx": outcome.tx_id,
+        "events": [event_json(e) for e in outcome.events],
+        "drift": [d.as_dict() for d in drifts],
+    }
+    emit(data, app.output, "\n".join(lines))
+
+
+def warn_drift(app: App) -> None:
+    """Export and verify mention drift: the files say something the log does not."""
+    from store.drift import find
+
+    marker = app.store.read_marker()
+    head = app.store.head_seq()
+    if marker is not None and marker.get("seq", 0) > head:
+        click.echo(
+            f"Warning: the files were written for seq {marker['seq']} but the log ends at seq "
+            f"{head}: committed events are missing (truncated WAL or an older database copy?)",
+            err=True,
+        )
+        return
+    if marker is not None and marker.get("seq") != head:
+        click.echo(
+            "Warning: the files lag behind the log (an interrupted command); the next change "
+            "repairs them",
+            err=True,
+        )
+        return
+    drifts = find(app.store).drifts
+    if drifts:
+        click.echo(
+            f"Warning: {len(drifts)} change(s) in the component/secrets dirs are not in the log "
+            f"(first: {drifts[0].component_id}: {drifts[0].what}); "
+            "run 'wassette state sync' to record them",
+            err=True,
+        )

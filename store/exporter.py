@@ -91,4 +91,9 @@ def write_output(target: str, data: bytes) -> None:
         from store.errors import ValidationError
 
         raise ValidationError(f"directory {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        # A device or pipe (/dev/null, a FIFO): write into it, never rename over it.
+        with path.open("wb") as f:
+            f.write(data)
+        return
     fsutil.atomic_write(path, data, mode=0o600)

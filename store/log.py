@@ -134,8 +134,11 @@ def append(
     """
     if tx.kind not in TX_KINDS:
         raise ValueError(f"unknown transaction kind {tx.kind!r}")
+    if not new_events:
+        raise ValueError("a transaction needs at least one event")
     streams = [ev.stream_of(e) for e in new_events]
-    current = stream_versions(conn, streams)
+    # Every stream the decision read is checked, also those this transaction does not write.
+    current = stream_versions(conn, [*streams, *(expected or {})])
     for stream, version in (expected or {}).items():
         if current.get(stream, version) != version:
             raise ConflictError(

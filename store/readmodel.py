@@ -336,9 +336,10 @@ def _bodies(conn: Connection, refs: set[str]) -> dict[str, str]:
     for i in range(0, len(ordered), 500):
         chunk = ordered[i : i + 500]
         out.update(
-            conn.execute(select(contents.c.hash, contents.c.body).where(contents.c.hash.in_(chunk)))
-            .tuples()
-            .all()
+            (h, b)
+            for h, b in conn.execute(
+                select(contents.c.hash, contents.c.body).where(contents.c.hash.in_(chunk))
+            )
         )
     return out
 

@@ -151,6 +151,7 @@ class Store:
         reason: str | None = None,
         retry: bool = False,
         after: Callable[[State, list[log.StoredEvent]], None] | None = None,
+        actor: str | None = None,
     ) -> Outcome:
         """Decide on a snapshot, append with a version check, then materialize.
 
@@ -174,7 +175,7 @@ class Store:
                     appended = log.append(
                         wconn,
                         log.TxInfo(
-                            actor=self.settings.actor,
+                            actor=actor or self.settings.actor,
                             command=command,
                             kind=kind,
                             reason=reason,

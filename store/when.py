@@ -14,8 +14,7 @@ _NUM = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 HELP = (
-    "ISO-8601 time (naive = UTC), unix seconds, an age like 90s/15m/2h/3d, "
-    "seq:N, tx:N or tag:NAME"
+    "ISO-8601 time (naive = UTC), unix seconds, an age like 90s/15m/2h/3d, seq:N, tx:N or tag:NAME"
 )
 
 

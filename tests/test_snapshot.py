@@ -17,6 +17,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError as PydanticValidationError
 
 from store.errors import ValidationError
 from store.snapshot import (
@@ -24,6 +25,7 @@ from store.snapshot import (
     MAX_NESTING_DEPTH,
     MAX_SNAPSHOT_BYTES,
     SUPPORTED_MAJOR,
+    Format,
     Snapshot,
     check_id,
     format_for,
@@ -167,14 +169,19 @@ HOSTILE: list[Any] = [
     pytest.param(b"", "json", ["empty"], id="empty-file"),
     pytest.param(b"# only a comment\n", "yaml", ["empty"], id="comment-only-yaml"),
     pytest.param(mutate(_del("version")), "json", ["version: missing required"], id="no-version"),
-    pytest.param(mutate(_set("version", "")), "json", ["version: must be a non-empty"], id="v-empty"),
+    pytest.param(
+        mutate(_set("version", "")), "json", ["version: must be a non-empty"], id="v-empty"
+    ),
     pytest.param(
         mutate(_set("version", "2.0.0")), "json", ["newer than this tool supports"], id="v-2.0.0"
     ),
     pytest.param(mutate(_set("version", "1.0.0")), "json", ["newer than this tool"], id="v-1.0.0"),
     pytest.param(mutate(_set("version", "2.3")), "json", ["newer than this tool"], id="v-2.3"),
     pytest.param(
-        mutate(_set("version", 1)), "json", ["version: expected a string, got an integer"], id="v-int"
+        mutate(_set("version", 1)),
+        "json",
+        ["version: expected a string, got an integer"],
+        id="v-int",
     ),
     pytest.param(mutate(_set("version", "abc")), "json", ["invalid version 'abc'"], id="v-junk"),
     pytest.param(
@@ -205,7 +212,10 @@ HOSTILE: list[Any] = [
         id="id-dotdot",
     ),
     pytest.param(
-        mutate(_set("components.0.component_id", "a/b")), "json", ["invalid id 'a/b'"], id="id-slash"
+        mutate(_set("components.0.component_id", "a/b")),
+        "json",
+        ["invalid id 'a/b'"],
+        id="id-slash",
     ),
     pytest.param(
         mutate(_set("components.0.component_id", "")), "json", ["invalid id ''"], id="id-empty"
@@ -310,7 +320,9 @@ HOSTILE: list[Any] = [
         id="policy-check-refuses",
     ),
     pytest.param(
-        mutate(_set("components.0.secrets", {"env_keys": ["API_KEY"], "values": {"API_KEY": SECRET}})),
+        mutate(
+            _set("components.0.secrets", {"env_keys": ["API_KEY"], "values": {"API_KEY": SECRET}})
+        ),
         "json",
         ["components[0].secrets: contains secret values", "wassette secret set"],
         id="secrets-values",
@@ -385,7 +397,10 @@ HOSTILE: list[Any] = [
         id="yaml-python-tag",
     ),
     pytest.param(
-        b"version: !foo bar\n", "yaml", ["YAML tag '!foo' is not allowed", "version"], id="yaml-!foo"
+        b"version: !foo bar\n",
+        "yaml",
+        ["YAML tag '!foo' is not allowed", "version"],
+        id="yaml-!foo",
     ),
     pytest.param(
         b"version: !!binary aGVsbG8=\n", "yaml", ["YAML tag", "not allowed"], id="yaml-binary"
@@ -400,12 +415,17 @@ HOSTILE: list[Any] = [
         ["aliases are not allowed in state files"],
         id="yaml-alias",
     ),
-    pytest.param(b"a: 1\n---\nb: 2\n", "yaml", ["expected a single YAML document"], id="yaml-multi"),
+    pytest.param(
+        b"a: 1\n---\nb: 2\n", "yaml", ["expected a single YAML document"], id="yaml-multi"
+    ),
     pytest.param(
         MINIMAL_YAML + b"1: one\n", "yaml", ["mapping keys must be strings"], id="yaml-int-key"
     ),
     pytest.param(
-        MINIMAL_YAML + b"<<: {a: 1}\n", "yaml", ["merge keys ('<<') are not allowed"], id="yaml-merge"
+        MINIMAL_YAML + b"<<: {a: 1}\n",
+        "yaml",
+        ["merge keys ('<<') are not allowed"],
+        id="yaml-merge",
     ),
     pytest.param(
         ('{"version": "0.1.0", "x": ' + nested_json(10_000) + "}").encode(),
@@ -426,7 +446,10 @@ HOSTILE: list[Any] = [
         id="yaml-deep-flow",
     ),
     pytest.param(
-        ("- " * 10_000 + "x\n").encode(), "yaml", ["nests deeper than 64 levels"], id="yaml-deep-block"
+        ("- " * 10_000 + "x\n").encode(),
+        "yaml",
+        ["nests deeper than 64 levels"],
+        id="yaml-deep-block",
     ),
     pytest.param(
         b'{"version": "0.1.0", "exported_at": NaN}',
@@ -447,9 +470,12 @@ HOSTILE: list[Any] = [
         id="yaml-bad-explicit-bool",
     ),
     pytest.param(
-        MINIMAL_YAML + b"x: " + b"9" * 5000 + b"\n", "yaml", ["invalid int value"], id="yaml-huge-int"
+        MINIMAL_YAML + b"x: " + b"9" * 5000 + b"\n",
+        "yaml",
+        ["invalid int value"],
+        id="yaml-huge-int",
     ),
-    pytest.param(b"version: \"0.1.0\"\x00\n", "yaml", ["invalid YAML"], id="yaml-nul-char"),
+    pytest.param(b'version: "0.1.0"\x00\n', "yaml", ["invalid YAML"], id="yaml-nul-char"),
     pytest.param(
         b'{"version": "0.1.0", "x": "\\ud800"}',
         "json",
@@ -566,7 +592,9 @@ def test_wassette_written_json() -> None:
     assert snap.exported_at == 1763000000
     assert [c.component_id for c in snap.components] == ["fetch_rs", "get-weather-js"]
     fetch, weather = snap.components
-    assert fetch.policy is None and fetch.secrets is None and fetch.placeholders == []
+    assert fetch.policy is None
+    assert fetch.secrets is None
+    assert fetch.placeholders == []
     assert fetch.metadata is not None
     assert fetch.metadata.validation_stamp.content_hash is None
     assert fetch.metadata.validation_stamp.file_size == 2051237
@@ -585,10 +613,12 @@ def test_wassette_written_json() -> None:
     )
     assert weather.policy.attached_at == 1762990200
     assert weather.policy.policy_content.startswith("$schema: ")
-    assert weather.secrets is not None and weather.secrets.env_keys == ["OPENWEATHER_API_KEY"]
+    assert weather.secrets is not None
+    assert weather.secrets.env_keys == ["OPENWEATHER_API_KEY"]
     assert snap.environment == {}
     assert snap.paths.component_dir == "/home/dev/.local/share/wassette/components"
-    assert snap.as_of is None and snap.store is None
+    assert snap.as_of is None
+    assert snap.store is None
 
 
 def test_wassette_written_json_renders_byte_identical() -> None:
@@ -648,7 +678,8 @@ def test_placeholder_in_validation_stamp_and_scalar_sections() -> None:
         "components[0].metadata.validation_stamp.file_size",
         "components[0].source_uri",
     ]
-    assert snap.components[0].metadata is None and snap.components[0].source_uri is None
+    assert snap.components[0].metadata is None
+    assert snap.components[0].source_uri is None
     assert snap.components[0].policy is not None
 
 
@@ -663,7 +694,7 @@ def test_fixtures_are_canonical(name: str) -> None:
     fmt = format_for(name)
     snap = parse_snapshot(data, fmt, policy_check=fake_policy_check)
     assert render_snapshot(snap.to_doc(), fmt) == data
-    other = "json" if fmt == "yaml" else "yaml"
+    other: Format = "json" if fmt == "yaml" else "yaml"
     assert parse_snapshot(render_snapshot(snap.to_doc(), other), other) == snap
 
 
@@ -682,12 +713,15 @@ def test_fixture_wassette_yaml_values() -> None:
 
 def test_fixture_minimal() -> None:
     snap = parse_snapshot((FIXTURES / "minimal.json").read_bytes(), "json")
-    assert snap.components == [] and snap.environment == {} and snap.exported_at == 0
+    assert snap.components == []
+    assert snap.environment == {}
+    assert snap.exported_at == 0
 
 
 def test_fixture_additive_fields() -> None:
     snap = parse_snapshot((FIXTURES / "additive.yaml").read_bytes(), "yaml")
-    assert snap.as_of is not None and snap.store is not None
+    assert snap.as_of is not None
+    assert snap.store is not None
     assert snap.as_of.seq == 1234
     assert snap.as_of.recorded_at == "2026-11-25T10:00:00.000000Z"
     assert snap.as_of.tag == "release-1.2"
@@ -696,8 +730,10 @@ def test_fixture_additive_fields() -> None:
     echo, weather = snap.components
     assert echo.wasm_sha256 == "0" * 64  # quoted in YAML, so it stays a string
     assert echo.source_uri == "oci://ghcr.io/example/echo:2.0.0"
-    assert echo.secrets is not None and echo.secrets.env_keys == ["A_TOKEN", "Z_KEY"]
-    assert weather.wasm_sha256 == HASH and weather.source_uri == "file:///srv/weather.wasm"
+    assert echo.secrets is not None
+    assert echo.secrets.env_keys == ["A_TOKEN", "Z_KEY"]
+    assert weather.wasm_sha256 == HASH
+    assert weather.source_uri == "file:///srv/weather.wasm"
     assert weather.metadata is not None
     tool = weather.metadata.tool_schemas[0]
     assert tool.model_extra == {"title": "Weather", "annotations": {"readOnlyHint": True}}
@@ -750,7 +786,8 @@ def test_bom_and_crlf_are_tolerated() -> None:
 def test_unquoted_yaml_timestamp_stays_a_string() -> None:
     data = MINIMAL_YAML + b"as_of: {seq: 1, recorded_at: 2026-11-25T10:00:00.000000Z}\n"
     snap = parse_snapshot(data, "yaml")
-    assert snap.as_of is not None and snap.as_of.recorded_at == "2026-11-25T10:00:00.000000Z"
+    assert snap.as_of is not None
+    assert snap.as_of.recorded_at == "2026-11-25T10:00:00.000000Z"
 
 
 def test_missing_metadata_fields_get_defaults() -> None:
@@ -767,7 +804,8 @@ def test_missing_metadata_fields_get_defaults() -> None:
     assert metadata.tool_names == ["get-weather"]
     assert metadata.created_at == 0
     assert metadata.validation_stamp.content_hash is None
-    assert snap.components[0].policy is None and snap.components[0].secrets is None
+    assert snap.components[0].policy is None
+    assert snap.components[0].secrets is None
 
 
 def test_order_is_normalized() -> None:
@@ -893,7 +931,8 @@ def test_render_never_emits_anchors() -> None:
     meta(doc)["tool_schemas"].append(second)
     meta(doc)["tool_names"].append("other")
     text = render_snapshot(doc, "yaml")
-    assert b"&id" not in text and b"*id" not in text
+    assert b"&id" not in text
+    assert b"*id" not in text
     parse_snapshot(text, "yaml")
 
 
@@ -996,8 +1035,8 @@ def test_pure_python_yaml_fallback() -> None:
 
 def test_snapshot_is_frozen() -> None:
     snap = parse_snapshot(as_json(base_doc()), "json")
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its own ValidationError
-        snap.version = "0.2.0"  # type: ignore[misc]
+    with pytest.raises(PydanticValidationError, match="frozen"):
+        snap.version = "0.2.0"
     assert isinstance(snap, Snapshot)
 
 
@@ -1008,11 +1047,11 @@ def test_snapshot_is_frozen() -> None:
 texts = st.text(max_size=30).filter(lambda s: s != "...")
 non_empty = st.text(min_size=1, max_size=30).filter(lambda s: s != "..." and "\x00" not in s)
 multiline = st.lists(
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=20), max_size=5
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=20), max_size=5
 ).map("\n".join)
 ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")
 env_names = st.text(
-    st.characters(blacklist_characters="=\x00", blacklist_categories=("Cs",)),
+    st.characters(blacklist_characters="=\x00", blacklist_categories=["Cs"]),
     min_size=1,
     max_size=12,
 ).filter(lambda s: s != "...")
@@ -1111,21 +1150,20 @@ def snapshot_docs(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
 @given(snapshot_docs())
 def test_render_parse_render_is_a_fixed_point(doc: dict[str, Any]) -> None:
     parsed: dict[str, Snapshot] = {}
+    fmt: Format
     for fmt in ("json", "yaml"):
-        first = render_snapshot(doc, fmt)  # type: ignore[arg-type]
-        snap = parse_snapshot(first, fmt)  # type: ignore[arg-type]
-        second = render_snapshot(snap.to_doc(), fmt)  # type: ignore[arg-type]
+        first = render_snapshot(doc, fmt)
+        snap = parse_snapshot(first, fmt)
+        second = render_snapshot(snap.to_doc(), fmt)
         assert second == first
-        assert parse_snapshot(second, fmt) == snap  # type: ignore[arg-type]
+        assert parse_snapshot(second, fmt) == snap
         parsed[fmt] = snap
     assert parsed["json"] == parsed["yaml"]
 
@@ -1148,10 +1186,12 @@ garbage_docs = st.dictionaries(st.sampled_from(FIELD_NAMES) | texts, json_values
 
 
 def _parse_or_refuse(data: bytes, fmt: Any) -> None:
+    message = ""
     try:
         parse_snapshot(data, fmt, policy_check=fake_policy_check)
     except ValidationError as exc:
-        assert "\n" not in str(exc)
+        message = str(exc)
+    assert "\n" not in message
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,204 @@
+"""`wassette secret …` and `wassette env …` through the installed CLI: values in Wassette's
+secrets layout (never in the log), key names as events, and the instance environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from typing import Any
+
+import yaml
+
+from tests import wasm_fixtures as fx
+from tests.conftest import Env, Result
+
+# An id whose secrets file name needs Wassette's sanitizing: '_' runs collapse, trailing '_' go.
+CID = "my__comp.v2_"
+SANITIZED = "my_comp.v2"
+
+
+def ok(result: Result) -> Result:
+    assert result.code == 0, (result.code, result.out, result.err)
+    assert "Traceback" not in result.text
+    return result
+
+
+def history(env: Env, *args: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = json.loads(ok(env.run("state", "history", "-o", "json", *args)).out)
+    return out
+
+
+def attach(env: Env, cid: str = CID) -> None:
+    src = env.root / "inputs" / "c.wasm"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    fx.write_component(src, kind="simple")
+    ok(env.run("component", "attach", str(src), "--id", cid))
+
+
+def mode(path: os.PathLike[str]) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def listing(env: Env, cid: str = CID, *extra: str) -> list[dict[str, Any]]:
+    doc = json.loads(ok(env.run("secret", "list", cid, "-o", "json", *extra)).out)
+    assert doc["component_id"] == cid
+    secrets: list[dict[str, Any]] = doc["secrets"]
+    return secrets
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_secret_set_list_delete_and_file_layout(env: Env) -> None:
+    attach(env)
+    secrets_file = env.secrets_dir / f"{SANITIZED}.yaml"
+    values = {
+        "API_KEY": "k-123",
+        "NUMERIC": "0123",  # must stay a string, leading zero included
+        "YAMLISH": "yes: # not a comment",
+        "EMPTY": "",
+        "UNICODE": "pässwörd ✓",
+    }
+    args = [f"{k}={v}" for k, v in values.items()]
+    res = ok(env.run("secret", "set", CID, *args[:3], "-o", "json"))
+    doc = json.loads(res.out)
+    assert [e["type"] for e in doc["events"]] == ["secret.keys_set"]
+    assert doc["events"][0]["data"] == {
+        "component_id": CID,
+        "keys": ["API_KEY", "NUMERIC", "YAMLISH"],
+    }
+    stdin = "# a comment\n\n" + "\n".join(args[3:]) + "\n"
+    res = ok(env.run("secret", "set", CID, "--stdin", input=stdin))
+    assert "EMPTY" in res.out and "UNICODE" in res.out
+    assert "pässwörd" not in res.out
+
+    # One flat KEY: value YAML map in <secrets dir>/<sanitized id>.yaml, nothing else there.
+    assert sorted(p.name for p in env.secrets_dir.iterdir()) == [secrets_file.name]
+    assert yaml.safe_load(secrets_file.read_text()) == values
+    assert mode(env.secrets_dir) == 0o700
+    assert mode(secrets_file) == 0o600
+
+    entries = listing(env)
+    assert entries == [
+        {"key": k, "declared": True, "has_value": True} for k in sorted(values)
+    ]
+    shown = listing(env, CID, "--show-values")
+    assert {e["key"]: e["value"] for e in shown} == values
+    text = ok(env.run("secret", "list", CID)).out
+    assert "k-123" not in text and "pässwörd" not in text
+    rows = [ln.split() for ln in text.splitlines()[1:]]
+    assert rows == [[k, "ok"] for k in sorted(values)]
+    assert "k-123" in ok(env.run("secret", "list", CID, "--show-values")).out
+
+    res = ok(env.run("secret", "delete", CID, "NUMERIC", "EMPTY", "-o", "json"))
+    assert [e["data"] for e in json.loads(res.out)["events"]] == [
+        {"component_id": CID, "keys": ["EMPTY", "NUMERIC"]}
+    ]
+    left = {k: v for k, v in values.items() if k not in ("NUMERIC", "EMPTY")}
+    assert yaml.safe_load(secrets_file.read_text()) == left
+    assert mode(secrets_file) == 0o600
+    listed = json.loads(ok(env.run("component", "list", "-o", "json")).out)
+    assert listed["components"][0]["secret_keys"] == sorted(left)
+
+    # Deleting the last keys removes the file.
+    ok(env.run("secret", "delete", CID, *left))
+    assert not secrets_file.exists()
+    assert ok(env.run("secret", "list", CID)).out.strip() == "no secrets"
+
+    types = [(e["type"], e["data"]["keys"]) for e in history(env, "--type", "secret.")]
+    assert types == [
+        ("secret.keys_set", ["API_KEY", "NUMERIC", "YAMLISH"]),
+        ("secret.keys_set", ["EMPTY", "UNICODE"]),
+        ("secret.keys_deleted", ["EMPTY", "NUMERIC"]),
+        ("secret.keys_deleted", sorted(left)),
+    ]
+
+
+def test_secret_modes_under_umask_000(env: Env) -> None:
+    attach(env, "plain")
+    old = os.umask(0)
+    try:
+        ok(env.run("secret", "set", "plain", "A=1"))
+    finally:
+        os.umask(old)
+    assert mode(env.secrets_dir) == 0o700
+    assert mode(env.secrets_dir / "plain.yaml") == 0o600
+    assert not [p for p in env.secrets_dir.iterdir() if p.name != "plain.yaml"]
+
+    # A secrets dir that someone opened up is closed again on the next write.
+    os.chmod(env.secrets_dir, 0o755)
+    os.chmod(env.secrets_dir / "plain.yaml", 0o644)
+    old = os.umask(0)
+    try:
+        ok(env.run("secret", "set", "plain", "B=2"))
+    finally:
+        os.umask(old)
+    assert mode(env.secrets_dir) == 0o700
+    assert mode(env.secrets_dir / "plain.yaml") == 0o600
+
+
+def test_rotation_is_an_event_and_missing_values_are_flagged(env: Env) -> None:
+    attach(env, "svc")
+    ok(env.run("secret", "set", "svc", "TOKEN=v1", "OTHER=o"))
+    ok(env.run("secret", "set", "svc", "TOKEN=v2"))
+    ok(env.run("secret", "set", "svc", "TOKEN=v2"))  # same value again: still an audit fact
+    events = history(env, "--type", "secret.keys_set")
+    assert [e["data"]["keys"] for e in events] == [["OTHER", "TOKEN"], ["TOKEN"], ["TOKEN"]]
+    assert len({e["tx"] for e in events}) == 3
+    assert {e["key"]: e["value"] for e in listing(env, "svc", "--show-values")} == {
+        "TOKEN": "v2",
+        "OTHER": "o",
+    }
+
+    # Values lost on disk: the keys are still declared and flagged as missing a value;
+    # a key on disk that the log does not know is flagged as not declared.
+    secrets_file = env.secrets_dir / "svc.yaml"
+    secrets_file.write_text("STRAY: s\n")
+    assert listing(env, "svc") == [
+        {"key": "OTHER", "declared": True, "has_value": False},
+        {"key": "STRAY", "declared": False, "has_value": True},
+        {"key": "TOKEN", "declared": True, "has_value": False},
+    ]
+    rows = [ln.split(None, 1) for ln in ok(env.run("secret", "list", "svc")).out.splitlines()[1:]]
+    assert rows == [["OTHER", "missing value"], ["STRAY", "not declared"],
+                    ["TOKEN", "missing value"]]
+    secrets_file.unlink()
+    assert all(not e["has_value"] for e in listing(env, "svc"))
+
+    # Setting a value again completes it; the other key stays flagged.
+    ok(env.run("secret", "set", "svc", "TOKEN=v3"))
+    assert listing(env, "svc") == [
+        {"key": "OTHER", "declared": True, "has_value": False},
+        {"key": "TOKEN", "declared": True, "has_value": True},
+    ]
+
+
+def test_env_set_unset_list(env: Env) -> None:
+    assert ok(env.run("env", "list")).out.strip() == "no variables"
+    res = ok(env.run("env", "set", "LOG_LEVEL=info", "B_URL=http://x/?a=b", "-o", "json"))
+    doc = json.loads(res.out)
+    # The first change of a fresh store also records where it materializes (paths.set).
+    assert [(e["type"], e["data"]) for e in doc["events"]][1:] == [
+        ("env.set", {"key": "B_URL", "value": "http://x/?a=b"}),
+        ("env.set", {"key": "LOG_LEVEL", "value": "info"}),
+    ]
+    assert all(e["component_id"] is None for e in doc["events"])
+    assert json.loads(ok(env.run("env", "list", "-o", "json")).out) == {
+        "B_URL": "http://x/?a=b",
+        "LOG_LEVEL": "info",
+    }
+    rows = [ln.split() for ln in ok(env.run("env", "list")).out.splitlines()]
+    assert rows == [["KEY", "VALUE"], ["B_URL", "http://x/?a=b"], ["LOG_LEVEL", "info"]]
+
+    # Setting the same value is no change; a new value is one event.
+    count = len(history(env))
+    assert "no change" in ok(env.run("env", "set", "LOG_LEVEL=info")).out
+    assert len(history(env)) == count
+    doc = json.loads(ok(env.run("env", "set", "LOG_LEVEL=debug", "-o", "json")).out)
+    assert [e["data"] for e in doc["events"]] == [{"key": "LOG_LEVEL", "value": "debug"}]
+
+    doc = json.loads(ok(env.run("env", "unset", "B_URL", "-o", "json")).out)
+    assert [(e["type"], e["data"]) for e in doc["events"]] == [("env.unset", {"key": "B_URL"})]
+    assert json.loads(ok(env.run("env", "list", "-o", "json")).out) == {"LOG_LEVEL": "debug"}
+    assert yaml.safe_load(ok(env.run("env", "list", "-o", "yaml")).out) == {"LOG_LEVEL": "debug"}
