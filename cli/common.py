@@ -6,7 +6,7 @@ from typing import Any
 
 from cli.main import App
 from cli.output import emit
-from cli.state import event_json
+from cli.state import event_json, plural
 
 
 def report(app: App, outcome: Any, text: str, extra: dict[str, Any] | None = None) -> None:
@@ -20,7 +20,5 @@ def report(app: App, outcome: Any, text: str, extra: dict[str, Any] | None = Non
     if outcome.tx_id is None:
         text = f"{text} (no change)"
     else:
-        text = f"{text} (tx {outcome.tx_id}, {len(outcome.events)} event" + (
-            "s)" if len(outcome.events) != 1 else ")"
-        )
+        text = f"{text} (tx {outcome.tx_id}, {plural(len(outcome.events), 'event')})"
     emit(data, app.output, text)

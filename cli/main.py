@@ -40,6 +40,18 @@ class App:
         return self._settings
 
     @property
+    def command_prefix(self) -> str:
+        """`wassette` plus the location options in use, so printed commands hit this store."""
+        import shlex
+
+        parts = ["wassette"]
+        for opt in ("db", "secrets_dir"):
+            value = self.opts.get(opt)
+            if value:
+                parts += [f"--{opt.replace('_', '-')}", shlex.quote(str(value))]
+        return " ".join(parts)
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             from store.service import Store

@@ -15,6 +15,10 @@ def state() -> None:
     """History, snapshots, rollback and integrity of the store."""
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def event_json(se: Any) -> dict[str, Any]:
     """The documented `state history -o json` shape."""
     return {
@@ -27,6 +31,7 @@ def event_json(se: Any) -> dict[str, Any]:
         "type": se.type,
         "component_id": se.component_id,
         "data": se.data,
+        "reason": se.reason,
     }
 
 
@@ -287,7 +292,11 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
         "skipped": s["skipped"],
         "reports": s["reports"],
         "secrets_needed": [
-            {"component_id": cid, "keys": keys, "command": secret_set_command(cid, keys)}
+            {
+                "component_id": cid,
+                "keys": keys,
+                "command": secret_set_command(cid, keys, app.command_prefix),
+            }
             for cid, keys in needed.items()
         ],
     }
@@ -299,14 +308,16 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
         lines.append(f"{head}:")
         lines.extend(f"  {p}" for p in s["plan"])
     if outcome.tx_id is not None:
-        lines.append(f"recorded as tx {outcome.tx_id} ({len(outcome.events)} events)")
+        lines.append(f"recorded as tx {outcome.tx_id} ({plural(len(outcome.events), 'event')})")
     for r in s["reports"]:
         lines.append(f"note: {r['component_id']}: {r['note']}")
     for sk in s["skipped"]:
         click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
     if needed:
         lines.append("secret values needed (the state file carries key names only):")
-        lines.extend(f"  {secret_set_command(cid, keys)}" for cid, keys in needed.items())
+        lines.extend(
+            f"  {secret_set_command(cid, keys, app.command_prefix)}" for cid, keys in needed.items()
+        )
     emit(data, app.output, "\n".join(lines))
 
 
@@ -374,7 +385,7 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
         "plan": s["plan"],
         "skipped": [],
         "secrets_needed": [
-            {"component_id": c, "keys": k, "command": secret_set_command(c, k)}
+            {"component_id": c, "keys": k, "command": secret_set_command(c, k, app.command_prefix)}
             for c, k in needed.items()
         ],
     }
@@ -388,10 +399,10 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
         lines.append(head + ":")
         lines.extend(f"  {p}" for p in s["plan"])
     if outcome.tx_id is not None:
-        lines.append(f"recorded as tx {outcome.tx_id} ({len(outcome.events)} events)")
+        lines.append(f"recorded as tx {outcome.tx_id} ({plural(len(outcome.events), 'event')})")
     if needed:
         lines.append("secret values needed (values are never in the log):")
-        lines.extend(f"  {secret_set_command(c, k)}" for c, k in needed.items())
+        lines.extend(f"  {secret_set_command(c, k, app.command_prefix)}" for c, k in needed.items())
     emit(data, app.output, "\n".join(lines))
 
 

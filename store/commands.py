@@ -465,5 +465,6 @@ def secrets_needed(
     return out
 
 
-def secret_set_command(component_id: str, keys: list[str]) -> str:
-    return f"wassette secret set {component_id} " + " ".join(f"{k}=…" for k in keys)
+def secret_set_command(component_id: str, keys: list[str], prefix: str = "wassette") -> str:
+    """The exact command that supplies the missing values (placeholders, never values)."""
+    return f"{prefix} secret set {component_id} " + " ".join(f"{k}=…" for k in keys)

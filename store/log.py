@@ -71,6 +71,7 @@ class StoredEvent:
     type_version: int
     data: dict[str, Any]
     hash: str
+    reason: str | None = None
 
     def event(self) -> ev.Event:
         return ev.from_data(self.type, self.type_version, self.data)
@@ -181,7 +182,7 @@ def append(
         }
         prev_hash = chain_hash(prev_hash, row)
         row["hash"] = prev_hash
-        stored.append(StoredEvent(command=tx.command, **row))
+        stored.append(StoredEvent(command=tx.command, reason=tx.reason, **row))
         rows.append({**row, "data": compact(data)})
     if rows:
         conn.execute(
@@ -242,6 +243,7 @@ def _select() -> Select[Any]:
         events.c.type_version,
         events.c.data,
         events.c.hash,
+        transactions.c.reason,
     ).join(transactions, transactions.c.id == events.c.tx_id)
 
 
@@ -304,6 +306,7 @@ def _row(r: Any) -> StoredEvent:
         type_version=r[9],
         data=json.loads(r[10]),
         hash=r[11],
+        reason=r[12],
     )
 
 

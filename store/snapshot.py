@@ -12,6 +12,7 @@ and never show anything that could be a secret value.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -425,6 +426,9 @@ class Snapshot(BaseModel):
     @field_validator("environment")
     @classmethod
     def _env_sorted(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if "\x00" in item:
+                raise _Problem("value contains a NUL character", f".{key}")
         return dict(sorted(value.items()))
 
     @field_validator("components")
@@ -468,10 +472,11 @@ def _tool_doc(tool: ToolSchema) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": tool.name}
     if tool.description is not None:
         doc["description"] = tool.description
-    doc["inputSchema"] = tool.input_schema
+    # Deep copies: the document is the caller's to change; the frozen model must not follow.
+    doc["inputSchema"] = copy.deepcopy(tool.input_schema)
     if tool.output_schema is not None:
-        doc["outputSchema"] = tool.output_schema
-    doc.update(tool.model_extra or {})
+        doc["outputSchema"] = copy.deepcopy(tool.output_schema)
+    doc.update(copy.deepcopy(tool.model_extra or {}))
     return doc
 
 

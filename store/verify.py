@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from store import log, readmodel
-from store.schema import contents, transactions
+from store.schema import contents, entities, events, transactions
 
 
 @dataclass
@@ -89,10 +89,31 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
 
 def _check_transactions(conn: Connection, report: Report) -> None:
     last_at = -1
-    for tx_id, recorded_at in conn.execute(
-        select(transactions.c.id, transactions.c.recorded_at).order_by(transactions.c.id)
+    # Every transaction holds at least one event and ids count up from 1: a transaction left
+    # without events (or a missing id) means events were deleted, also at the end of the log.
+    last_seqs = {
+        tx: seq
+        for tx, seq in conn.execute(
+            select(events.c.tx_id, func.max(events.c.seq)).group_by(events.c.tx_id)
+        )
+    }
+    seq_before = 0
+    for expected_id, (tx_id, recorded_at) in enumerate(
+        conn.execute(
+            select(transactions.c.id, transactions.c.recorded_at).order_by(transactions.c.id)
+        ),
+        1,
     ):
         report.transactions += 1
+        if tx_id != expected_id or tx_id not in last_seqs:
+            missing = expected_id if tx_id != expected_id else tx_id
+            report.problems.append(
+                f"seq {seq_before + 1}: transaction {missing} "
+                + ("is missing" if tx_id != expected_id else "has no events")
+                + ": events were deleted"
+            )
+            return
+        seq_before = last_seqs[tx_id]
         if recorded_at <= last_at:
             report.problems.append(f"tx {tx_id}: recorded_at is not after the previous transaction")
             return
@@ -123,6 +144,24 @@ def _check_read_models(conn: Connection, derived: readmodel.Rows, report: Report
                 f"gives {len(want_sorted)}; run 'wassette state rebuild'"
             )
             return
+    # The entity list drives point-in-time reads: a missing entry hides an entity's past.
+    first_seen: dict[tuple[str, str], int] = {}
+    for label, rows in (("component", derived.components), ("setting", derived.settings)):
+        for r in rows:
+            first_seen.setdefault((label, r[0]), r[1])
+    listed = {(k, v) for k, v in conn.execute(select(entities.c.kind, entities.c.key))}
+    for kind, key in sorted(set(first_seen) - listed, key=lambda e: first_seen[e]):
+        report.problems.append(
+            f"seq {first_seen[(kind, key)]}: read model entity list lacks {kind} {key!r}; "
+            "run 'wassette state rebuild'"
+        )
+        return
+    for kind, key in sorted(listed - set(first_seen)):
+        report.problems.append(
+            f"read model entity list has {kind} {key!r}, which the log never created; "
+            "run 'wassette state rebuild'"
+        )
+        return
     for h, body in conn.execute(select(contents.c.hash, contents.c.body)):
         if hashlib.sha256(body.encode()).hexdigest() != h:
             report.problems.append(f"content {h[:12]}…: body does not match its hash")

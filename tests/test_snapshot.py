@@ -370,6 +370,12 @@ HOSTILE: list[Any] = [
         id="environment-key-with-equals",
     ),
     pytest.param(
+        mutate(_set("environment", {"LOG_LEVEL": "a\x00b"})),
+        "json",
+        ["environment.LOG_LEVEL: value contains a NUL character"],
+        id="environment-nul-value",
+    ),
+    pytest.param(
         mutate(_set("paths", ["/srv/components", "/srv/secrets"])),
         "json",
         ["paths: expected a mapping, got a list"],
@@ -984,12 +990,13 @@ TRICKY_STRINGS = [
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_tricky_strings_round_trip(fmt: Any) -> None:
     doc = base_doc()
-    doc["environment"] = {f"K{i}": text for i, text in enumerate(TRICKY_STRINGS)}
+    env_values = [text for text in TRICKY_STRINGS if "\x00" not in text]  # NUL: refused
+    doc["environment"] = {f"K{i}": text for i, text in enumerate(env_values)}
     comp(doc)["policy"]["policy_content"] = "\n".join(TRICKY_STRINGS)
     meta(doc)["tool_schemas"][0]["inputSchema"] = {text: text for text in TRICKY_STRINGS}
     first = render_snapshot(doc, fmt)
     snap = parse_snapshot(first, fmt)
-    assert [snap.environment[f"K{i}"] for i in range(len(TRICKY_STRINGS))] == TRICKY_STRINGS
+    assert [snap.environment[f"K{i}"] for i in range(len(env_values))] == env_values
     assert snap.components[0].metadata is not None
     assert list(snap.components[0].metadata.tool_schemas[0].input_schema) == TRICKY_STRINGS
     assert render_snapshot(snap.to_doc(), fmt) == first
@@ -1031,6 +1038,14 @@ def test_pure_python_yaml_fallback() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_to_doc_is_a_copy() -> None:
+    snap = parse_snapshot(as_json(base_doc()), "json")
+    doc = snap.to_doc()
+    doc["components"][0]["metadata"]["tool_schemas"][0]["inputSchema"]["type"] = "changed"
+    doc["environment"]["NEW"] = "x"
+    assert snap.to_doc() == parse_snapshot(as_json(base_doc()), "json").to_doc()
 
 
 def test_snapshot_is_frozen() -> None:
@@ -1135,7 +1150,9 @@ def snapshot_docs(draw: st.DrawFn) -> dict[str, Any]:
         "components": draw(
             st.lists(components(), max_size=3, unique_by=lambda c: c["component_id"])
         ),
-        "environment": draw(st.dictionaries(env_names, texts, max_size=3)),
+        "environment": draw(
+            st.dictionaries(env_names, texts.filter(lambda s: "\x00" not in s), max_size=3)
+        ),
         "paths": {"component_dir": draw(non_empty), "secrets_dir": draw(non_empty)},
     }
     if draw(st.booleans()):
