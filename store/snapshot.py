@@ -428,7 +428,7 @@ class Snapshot(BaseModel):
     def _env_sorted(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
             if "\x00" in item:
-                raise _Problem("value contains a NUL character", f".{key}")
+                raise _Problem("value contains a NUL character", _join("_", key)[1:])
         return dict(sorted(value.items()))
 
     @field_validator("components")
