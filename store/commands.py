@@ -185,8 +185,9 @@ def load_policy(source: str) -> PolicyInput:
 def attach(
     store: Store, source: str, component_id: str | None = None, policy_file: str | None = None
 ) -> Outcome:
-    loaded = load_component(store, source, component_id)
+    # The policy first: a refusal must not leave even an introspection cache entry behind.
     policy = load_policy(policy_file) if policy_file else None
+    loaded = load_component(store, source, component_id)
     now = int(time.time())
 
     def decide(state: State) -> Decision:
@@ -225,7 +226,14 @@ def attach(
         )
 
     store.blobs.put(loaded.data, loaded.sha256)
-    return store.execute(f"component attach {loaded.source_uri} --id {loaded.component_id}", decide)
+    outcome = store.execute(
+        f"component attach {loaded.source_uri} --id {loaded.component_id}", decide
+    )
+    if outcome.tx_id is None:
+        # Nothing to record, but after `attach` the component's files must be there (someone
+        # may have removed them): materializing writes only what differs.
+        store.materialize({loaded.component_id})
+    return outcome
 
 
 def detach(store: Store, component_id: str) -> Outcome:

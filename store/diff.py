@@ -116,7 +116,7 @@ def reconcile(
                     component_id=cid,
                     source_uri=want.source_uri,
                     wasm_sha256=want.wasm_sha256,
-                    metadata=want.metadata,
+                    metadata=want.metadata.doc,
                 )
             )
             plan.append(f"attach {cid} (sha256 {want.wasm_sha256[:12]})")

@@ -12,7 +12,7 @@ from store import events as ev
 from store import files, fsutil
 from store import secrets as secret_files
 from store.errors import ValidationError
-from store.state import ID_RE, Component, State
+from store.state import ID_RE, Component, Metadata, State
 
 SYNC_ACTOR = "filesystem"
 
@@ -35,8 +35,7 @@ class Found:
 
 
 def _stamp(c: Component) -> tuple[int | None, int | None]:
-    st = c.metadata.get("validation_stamp") or {}
-    return st.get("file_size"), st.get("mtime")
+    return c.metadata.stamp()
 
 
 def detect(state: State, component_dir: Path, secrets_dir: Path, introspect: Any) -> Found:
@@ -185,7 +184,7 @@ def _new_component(
             metadata=_metadata(cid, data, sha, wasm, tools),
         )
     )
-    comp = Component(cid, wasm.as_uri(), sha, {})
+    comp = Component(cid, wasm.as_uri(), sha, Metadata({}))
     _policy(comp, component_dir / f"{cid}.policy.yaml", found)
 
 

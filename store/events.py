@@ -142,7 +142,9 @@ def stream_of(event: Event) -> str:
 
 def to_data(event: Event) -> dict[str, Any]:
     """The stored form: every field but the discriminator."""
-    return event.model_dump(exclude={"type"}, exclude_none=True)
+    # Shallow on purpose: events are frozen and their dicts never mutated, and a deep dump of
+    # 50 KB of tool schemas per attach is the slowest step of a large import.
+    return {k: v for k, v in event.__dict__.items() if k != "type" and v is not None}
 
 
 def from_data(type_: str, version: int, data: dict[str, Any]) -> Event:

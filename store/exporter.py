@@ -38,7 +38,7 @@ def component_doc(c: Component) -> dict[str, Any]:
         }
     return {
         "component_id": c.component_id,
-        "metadata": c.metadata,
+        "metadata": c.metadata.doc,
         "policy": policy,
         "secrets": {"env_keys": sorted(c.secret_keys)} if c.secret_keys else None,
         "source_uri": c.source_uri,

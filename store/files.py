@@ -60,7 +60,7 @@ def component_files(component_dir: Path, component_id: str) -> dict[str, Path]:
 
 
 def metadata_bytes(c: Component) -> bytes:
-    return (json.dumps(c.metadata, indent=2, ensure_ascii=False) + "\n").encode()
+    return (c.metadata.raw + "\n").encode()
 
 
 def policy_meta_bytes(c: Component) -> bytes | None:
@@ -113,14 +113,12 @@ def materialize(
 
 def _sync(path: Path, data: bytes, report: Report) -> None:
     if path.is_symlink() or fsutil.read_if_file(path) != data:
-        fsutil.atomic_write(path, data)
+        fsutil.atomic_write(path, data, durable=False)
         report.written.append(path.name)
 
 
 def _stamp_mtime(comp: Component) -> int | None:
-    stamp = comp.metadata.get("validation_stamp") or {}
-    mtime = stamp.get("mtime")
-    return mtime if isinstance(mtime, int) else None
+    return comp.metadata.stamp()[1]
 
 
 def _sync_wasm(comp: Component, path: Path, blobs: BlobStore, report: Report) -> None:
@@ -128,12 +126,12 @@ def _sync_wasm(comp: Component, path: Path, blobs: BlobStore, report: Report) ->
     current = fsutil.read_if_file(path)
     if current is not None and sha256_hex(current) == comp.wasm_sha256:
         if mtime is not None and int(path.stat().st_mtime) != mtime:
-            fsutil.atomic_write(path, current, mtime=mtime)
+            fsutil.atomic_write(path, current, mtime=mtime, durable=False)
         return
     data = blobs.get(comp.wasm_sha256)
     if data is None:
         report.missing_wasm.append(comp.component_id)
         logger.warning("no bytes for %s (sha256 %s)", comp.component_id, comp.wasm_sha256[:12])
         return
-    fsutil.atomic_write(path, data, mtime=mtime)
+    fsutil.atomic_write(path, data, mtime=mtime, durable=False)
     report.written.append(path.name)

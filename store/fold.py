@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from store import events as ev
-from store.state import Component, Paths, Policy, State
+from store.state import Component, Metadata, Paths, Policy, State
 
 
 def evolve_component(current: Component | None, event: ev.Event) -> Component | None:
@@ -18,13 +18,13 @@ def evolve_component(current: Component | None, event: ev.Event) -> Component | 
                     component_id=event.component_id,
                     source_uri=event.source_uri,
                     wasm_sha256=event.wasm_sha256,
-                    metadata=event.metadata,
+                    metadata=Metadata.of(event.metadata),
                 )
             return replace(
                 current,
                 source_uri=event.source_uri,
                 wasm_sha256=event.wasm_sha256,
-                metadata=event.metadata,
+                metadata=Metadata.of(event.metadata),
             )
         case ev.ComponentDetached():
             return None

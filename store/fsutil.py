@@ -9,15 +9,22 @@ from pathlib import Path
 
 
 def ensure_dir(path: Path, mode: int = 0o755) -> None:
-    """Create the directory (and parents); refuse a symlink in its place."""
+    """Create the directory (and parents); refuse a symlink in its place.
+
+    An existing directory is only ever tightened to `mode`, never loosened: the data dir may be
+    the user's home (`--db ~/state.db`) and a 0700 component dir stays 0700.
+    """
     if path.is_symlink():
         raise OSError(f"{path} is a symbolic link; refusing to write through it")
     path.mkdir(parents=True, exist_ok=True, mode=mode)
-    if (path.stat().st_mode & 0o777) != mode:
-        os.chmod(path, mode)
+    current = path.stat().st_mode & 0o777
+    if current & ~mode:
+        os.chmod(path, current & mode)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, mtime: int | None = None) -> None:
+def atomic_write(
+    path: Path, data: bytes, mode: int = 0o644, mtime: int | None = None, durable: bool = True
+) -> None:
     """Write beside the target and rename over it.
 
     The rename replaces a planted symlink instead of following it, and the temp file is created
@@ -29,7 +36,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, mtime: int | None =
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:  # derived files skip this: one sync for the batch (files.materialize)
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))

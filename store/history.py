@@ -105,6 +105,7 @@ def blame(store: Store, component_id: str) -> list[dict[str, Any]]:
         wanted: dict[str, Any] = {"wasm": None, "policy": None}
         for key in comp.secret_keys:
             wanted[f"secret:{key}"] = None
+        life_start = None  # the oldest attach of the current life seen so far
         for batch in _walk(conn, component_id):
             ended = False
             for se in batch:
@@ -112,8 +113,14 @@ def blame(store: Store, component_id: str) -> list[dict[str, Any]]:
                     ended = True
                     break
                 _claim(wanted, se, comp)
+                if se.type == "component.attached":
+                    life_start = se
             if ended or all(v is not None for v in wanted.values()):
                 break
+        if wanted["policy"] is None and comp.policy is None:
+            # No policy now and no policy event in this life: the first attach set "no policy"
+            # (a re-attach keeps the policy, so only the attach that started the life counts).
+            wanted["policy"] = life_start
     out = []
     for aspect, se in wanted.items():
         out.append(
@@ -157,9 +164,6 @@ def _claim(wanted: dict[str, Any], se: log.StoredEvent, comp: Any) -> None:
         for key in se.data.get("keys", []):
             if wanted.get(f"secret:{key}", 0) is None:
                 wanted[f"secret:{key}"] = se
-    if t == "component.attached" and comp.policy is None and wanted["policy"] is None:
-        # No policy now and none changed since this attach: the attach is what set "no policy".
-        wanted["policy"] = se
 
 
 # ------------------------------------------------------------------ tags

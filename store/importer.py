@@ -7,6 +7,7 @@ inside Store.execute, so importing the same file twice appends nothing the secon
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from store import events as ev
 from store import files, fsutil
 from store.errors import ValidationError
 from store.service import Decision, Outcome, Store
-from store.state import Component, Policy, State
+from store.state import Component, Metadata, Policy, State
 
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -45,6 +46,8 @@ class PreparedFile:
     environment: dict[str, str] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     reports: list[dict[str, str]] = field(default_factory=list)
+    # wasm bytes to keep in the blob store, written only once the whole file is accepted
+    blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 def read_source(source: str) -> tuple[bytes, str]:
@@ -58,7 +61,16 @@ def read_source(source: str) -> tuple[bytes, str]:
     try:
         if path.is_dir():
             raise ValidationError(f"{path} is a directory, not a state file")
-        with path.open("rb") as f:
+        # O_NONBLOCK: opening a FIFO nobody writes to must not hang (cleared again for reading,
+        # so a pipe with a writer, e.g. `<(cat state.json)`, is read to the end).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BYTES:  # say how large it really is, without reading 64 MiB first
+                raise ValidationError(
+                    f"state file is too large ({size} bytes; the limit is {MAX_BYTES})"
+                )
             data = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ValidationError(f"state file not found: {path}") from None
@@ -70,7 +82,7 @@ def read_source(source: str) -> tuple[bytes, str]:
 
 
 def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
-    from store.commands import introspect_cached
+    from store import wasm
     from store.policy import parse_policy
     from store.snapshot import parse_snapshot
 
@@ -93,12 +105,10 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
     for comp, cdoc in zip(snap.components, doc["components"], strict=True):
         cid = comp.component_id
         if comp.placeholders:
-            out.skipped.append(
-                {
-                    "component_id": cid,
-                    "reason": "placeholder values (" + ", ".join(comp.placeholders) + ")",
-                }
-            )
+            reason = "placeholder values (" + ", ".join(comp.placeholders) + ")"
+            if strict:  # --strict: every component of the file is imported, or nothing is
+                raise ValidationError(f"component {cid!r}: {reason} (--strict)")
+            out.skipped.append({"component_id": cid, "reason": reason})
             continue
         wanted = comp.wasm_sha256 or (
             comp.metadata.validation_stamp.content_hash if comp.metadata else None
@@ -108,6 +118,17 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
         metadata = cdoc["metadata"]
         note = None
         sha: str | None = None
+        replaced = adopted = False
+        if (
+            present is not None
+            and wanted is not None
+            and metadata is not None
+            and files.sha256_hex(present) != wanted
+            and (store.blobs.has(wanted) or _source_bytes(comp.source_uri, wanted) is not None)
+        ):
+            # The file's own version is at hand (a backup being restored): use it, and let
+            # materialization replace what is in the component dir, rather than adopt that.
+            present, replaced = None, True
         if present is not None:
             sha = files.sha256_hex(present)
             stamp = comp.metadata.validation_stamp if comp.metadata else None
@@ -117,7 +138,8 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
                 and (wanted == sha if wanted else stamp.file_size == len(present))
             )
             if not same:
-                tools = introspect_cached(store, present, sha, local.name)
+                # Not the on-disk cache: a dry run or a refused import writes nothing.
+                tools = wasm.describe(present, label=local.name)
                 st = local.stat()
                 metadata = {
                     "component_id": cid,
@@ -132,17 +154,21 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
                     "created_at": int(st.st_mtime),
                 }
                 note = "wasm in the component dir differs from the file: re-introspected"
+                adopted = True
                 out.reports.append({"component_id": cid, "note": note})
-            store.blobs.put(present, sha)
+            out.blobs[sha] = present
         elif wanted is not None and store.blobs.has(wanted) and metadata is not None:
             sha = wanted
             note = "wasm restored from the blob store"
             out.reports.append({"component_id": cid, "note": note})
         elif (origin := _source_bytes(comp.source_uri, wanted)) is not None and metadata:
             sha = files.sha256_hex(origin)
-            store.blobs.put(origin, sha)
+            out.blobs[sha] = origin
             note = f"wasm copied from {comp.source_uri}"
             out.reports.append({"component_id": cid, "note": note})
+        if replaced:
+            note = f"wasm in the component dir differs from the file: replaced ({note})"
+            out.reports[-1] = {"component_id": cid, "note": note}
         if sha is None or metadata is None:
             reason = "wasm not found in the component dir or the blob store"
             if strict:
@@ -160,7 +186,8 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
                 component_id=cid,
                 sha256=sha,
                 metadata=metadata,
-                source_uri=comp.source_uri or local.as_uri(),
+                # Bytes adopted from the component dir come from there, whatever the file says.
+                source_uri=local.as_uri() if adopted else comp.source_uri or local.as_uri(),
                 policy=cdoc["policy"],
                 secret_keys=tuple(comp.secrets.env_keys) if comp.secrets else (),
                 note=note,
@@ -202,7 +229,7 @@ def plan_events(
             component_id=p.component_id,
             source_uri=p.source_uri,
             wasm_sha256=p.sha256,
-            metadata=cur.metadata if same_bytes and cur is not None else p.metadata,
+            metadata=cur.metadata if same_bytes and cur is not None else Metadata.of(p.metadata),
             policy=policy,
             secret_keys=tuple(sorted(p.secret_keys)),
         )
@@ -222,6 +249,9 @@ def run_import(
     store: Store, source: str, *, prune: bool = False, dry_run: bool = False, strict: bool = False
 ) -> Outcome:
     prepared = prepare(store, source, strict=strict)
+    if not dry_run:
+        for digest, data in prepared.blobs.items():
+            store.blobs.put(data, digest)
     details = {
         "file_sha256": prepared.sha256,
         "version": prepared.version,

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, insert, select
 
 from store import events as ev
-from store.errors import ConflictError
+from store.errors import ConflictError, ValidationError
 from store.schema import events, transactions
 
 GENESIS_HASH = "0" * 64
@@ -29,6 +29,12 @@ def compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def tx_digest(command: str, reason: str | None, details: Any) -> str:
+    return hashlib.sha256(
+        canonical({"command": command, "reason": reason, "details": details}).encode()
+    ).hexdigest()
+
+
 def chain_hash(prev: str, row: Mapping[str, Any]) -> str:
     """sha256(prev ‖ canonical JSON of the event with its position and transaction)."""
     body = canonical(
@@ -43,6 +49,8 @@ def chain_hash(prev: str, row: Mapping[str, Any]) -> str:
             "type": row["type"],
             "type_version": row["type_version"],
             "data": row["data"],
+            # The transaction's command, reason and details, so editing them breaks the chain.
+            "txd": row.get("tx_digest"),
         }
     )
     return hashlib.sha256((prev + body).encode()).hexdigest()
@@ -137,6 +145,7 @@ def append(
         raise ValueError(f"unknown transaction kind {tx.kind!r}")
     if not new_events:
         raise ValueError("a transaction needs at least one event")
+    _check_utf8("the actor, command or reason", [tx.actor, tx.command, tx.reason, tx.details])
     streams = [ev.stream_of(e) for e in new_events]
     # Every stream the decision read is checked, also those this transaction does not write.
     current = stream_versions(conn, [*streams, *(expected or {})])
@@ -164,6 +173,10 @@ def append(
     rows: list[dict[str, Any]] = []
     stored: list[StoredEvent] = []
     seq = last_seq
+    try:
+        digest = tx_digest(tx.command, tx.reason, json.loads(canonical(tx.details)))
+    except UnicodeEncodeError:
+        raise ValidationError("command text is not valid UTF-8") from None
     for event, stream in zip(new_events, streams, strict=True):
         seq += 1
         current[stream] += 1
@@ -179,9 +192,14 @@ def append(
             "type": event.type,
             "type_version": ev.TYPE_VERSIONS[event.type],
             "data": data,
+            "tx_digest": digest,
         }
-        prev_hash = chain_hash(prev_hash, row)
+        try:
+            prev_hash = chain_hash(prev_hash, row)
+        except UnicodeEncodeError:  # e.g. undecodable bytes from the command line
+            raise ValidationError(f"{event.type}: text is not valid UTF-8") from None
         row["hash"] = prev_hash
+        del row["tx_digest"]
         stored.append(StoredEvent(command=tx.command, reason=tx.reason, **row))
         rows.append({**row, "data": compact(data)})
     if rows:
@@ -202,6 +220,13 @@ _EVENT_COLUMNS = (
     "data",
     "hash",
 )
+
+
+def _check_utf8(what: str, value: Any) -> None:
+    try:
+        canonical(value).encode()
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} is not valid UTF-8 text") from None
 
 
 def _stream_label(stream: str) -> str:

@@ -6,11 +6,11 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert, inspect, text
 from sqlalchemy import exc as sa_exc
 
 from store import db, schema
-from store.errors import SchemaTooNewError
+from store.errors import SchemaTooNewError, ValidationError
 
 # Revisions in order; the last is the head this code writes. A test checks it against alembic.
 REVISIONS: tuple[str, ...] = ("0001_initial",)
@@ -56,7 +56,20 @@ def ensure_schema(engine: Engine, url: str) -> None:
         _upgrade(engine, rev)
 
 
+def _refuse_foreign(engine: Engine) -> None:
+    """No schema version but tables: another application's database, never to be altered."""
+    names = sorted(inspect(engine).get_table_names())
+    if names:
+        shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+        raise ValidationError(
+            f"{engine.url.render_as_string(hide_password=True)} is not a wassette database: "
+            f"it has tables ({shown}) but no wassette schema version"
+        )
+
+
 def _upgrade(engine: Engine, rev: str | None) -> None:
+    if rev is None:
+        _refuse_foreign(engine)
     from alembic import command
     from alembic.config import Config
 

@@ -12,14 +12,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 
 from store import db
 from store import events as ev
 from store.fold import evolve_component, evolve_setting, setting_key
 from store.log import StoredEvent, compact
 from store.schema import component_versions, contents, entities, setting_versions
-from store.state import Component, Paths, Policy, State
+from store.state import Component, Metadata, Paths, Policy, State
 
 
 def _sha(text: str) -> str:
@@ -31,18 +31,11 @@ class Encoder:
 
     def __init__(self) -> None:
         self.blobs: dict[str, str] = {}
-        self._meta_cache: dict[int, tuple[Any, str]] = {}
 
-    def _metadata_ref(self, metadata: dict[str, Any]) -> str:
-        hit = self._meta_cache.get(id(metadata))
-        if hit is not None and hit[0] is metadata:
-            return hit[1]
-        body = compact(metadata)
-        ref = _sha(body)
-        self.blobs.setdefault(ref, body)
-        if len(self._meta_cache) > 4096:
-            self._meta_cache.clear()
-        self._meta_cache[id(metadata)] = (metadata, ref)
+    def _metadata_ref(self, metadata: Metadata) -> str:
+        ref = metadata.sha256
+        if ref not in self.blobs:
+            self.blobs[ref] = metadata.raw
         return ref
 
     def component(self, c: Component) -> str:
@@ -132,48 +125,75 @@ def _state_col(kind: str) -> Any:
     return component_versions.c.state if kind == "component" else setting_versions.c.value
 
 
-def deriver_for(base: State) -> Deriver:
+def deriver_for(base: State, touched: set[str] | None = None) -> Deriver:
+    """A deriver positioned at `base`, for the touched entities only (None: all of them)."""
     d = Deriver()
     for cid, comp in base.components.items():
-        d.components[cid] = (comp, d.encoder.component(comp))
+        if touched is None or cid in touched:
+            d.components[cid] = (comp, d.encoder.component(comp))
     for name, value in base.environment.items():
-        d.settings[f"env:{name}"] = (value, d.encoder.setting(value))
-    if base.paths is not None:
+        if touched is None or f"env:{name}" in touched:
+            d.settings[f"env:{name}"] = (value, d.encoder.setting(value))
+    if base.paths is not None and (touched is None or "paths" in touched):
         d.settings["paths"] = (base.paths, d.encoder.setting(base.paths))
+    d.encoder.blobs.clear()  # the base's contents are stored already
     return d
 
 
-def apply(conn: Connection, stored: Iterable[StoredEvent], base: State) -> None:
+def apply(
+    conn: Connection,
+    stored: list[StoredEvent],
+    base: State,
+    originals: list[ev.Event] | None = None,
+) -> None:
     """Update the read models for freshly appended events, inside the append's transaction.
 
     `base` is the state the events were decided on; the append's version check guarantees the
-    touched streams have not moved since.
+    touched streams have not moved since. Rows are written in batches: one UPDATE closes the
+    open version of each touched entity, one INSERT adds the new versions.
     """
-    d = deriver_for(base)
-    seen: set[tuple[str, str]] = set()
-    for se in stored:
-        change = d.feed(se.seq, se.event())
+    if originals is not None:  # the validated events the append came from: no re-validation
+        decoded = [(se.seq, e) for se, e in zip(stored, originals, strict=True)]
+    else:
+        decoded = [(se.seq, se.event()) for se in stored]
+    touched = {getattr(e, "component_id", None) or setting_key(e) or "" for _, e in decoded}
+    d = deriver_for(base, touched)
+    rows: dict[str, list[list[Any]]] = {"component": [], "setting": []}
+    first_change: dict[tuple[str, str], int] = {}
+    open_rows: dict[tuple[str, str], list[Any]] = {}
+    for seq, event in decoded:
+        change = d.feed(seq, event)
         if change is None:
             continue
-        table, key_col = _table(change.kind), _key_col(change.kind)
-        conn.execute(
-            update(table)
-            .where(and_(key_col == change.key, table.c.to_seq.is_(None)))
-            .values(to_seq=change.seq)
-        )
+        k = (change.kind, change.key)
+        first_change.setdefault(k, change.seq)
+        prev = open_rows.pop(k, None)
+        if prev is not None:
+            prev[2] = change.seq
         if change.state is not None:
+            row = [change.key, change.seq, None, change.state]
+            open_rows[k] = row
+            rows[change.kind].append(row)
+    for kind in ("component", "setting"):
+        table, key_col, state_col = _table(kind), _key_col(kind), _state_col(kind)
+        closes = [{"k": key, "s": seq} for (kd, key), seq in first_change.items() if kd == kind]
+        if closes:
             conn.execute(
-                insert(table).values(
-                    {
-                        key_col.name: change.key,
-                        "from_seq": change.seq,
-                        "state" if change.kind == "component" else "value": change.state,
-                    }
-                )
+                update(table)
+                .where(and_(key_col == bindparam("k"), table.c.to_seq.is_(None)))
+                .values(to_seq=bindparam("s")),
+                closes,
             )
-        seen.add((change.kind, change.key))
+        if rows[kind]:
+            conn.execute(
+                insert(table),
+                [
+                    {key_col.name: r[0], "from_seq": r[1], "to_seq": r[2], state_col.name: r[3]}
+                    for r in rows[kind]
+                ],
+            )
     _write_blobs(conn, d.encoder.blobs)
-    db.insert_ignore(conn, entities, [{"kind": k, "key": v} for k, v in sorted(seen)])
+    db.insert_ignore(conn, entities, [{"kind": k, "key": v} for k, v in sorted(first_change)])
 
 
 def _write_blobs(conn: Connection, blobs: Mapping[str, str]) -> None:
@@ -292,27 +312,33 @@ def _latest(kind: str, at: int | None) -> Any:
     )
 
 
-def state_at(conn: Connection, at: int | None = None, only: str | None = None) -> State:
-    """State after seq `at` (None: now). Cost grows with the number of entities, not history."""
-    comp_stmt = _latest("component", at)
-    if only is not None:
-        comp_stmt = comp_stmt.where(_key_col("component") == only)
-    comp_rows = [(k, json.loads(s)) for k, s in conn.execute(comp_stmt)]
+def state_at(
+    conn: Connection, at: int | None = None, only: str | Iterable[str] | None = None
+) -> State:
+    """State after seq `at` (None: now). Cost grows with the number of entities, not history.
+
+    `only` restricts the components read (settings are then skipped too).
+    """
+    comp_rows: list[tuple[str, Any]] = []
+    if only is None:
+        comp_rows = [(k, json.loads(s)) for k, s in conn.execute(_latest("component", at))]
+    else:
+        wanted = sorted({only} if isinstance(only, str) else set(only))
+        for i in range(0, len(wanted), 500):
+            stmt = _latest("component", at).where(_key_col("component").in_(wanted[i : i + 500]))
+            comp_rows.extend((k, json.loads(s)) for k, s in conn.execute(stmt))
     refs = {s["metadata"] for _, s in comp_rows}
     refs |= {s["policy"]["content"] for _, s in comp_rows if s["policy"]}
     bodies = _bodies(conn, refs)
-    meta_cache: dict[str, dict[str, Any]] = {}
     components: dict[str, Component] = {}
     for cid, s in sorted(comp_rows):
         mref = s["metadata"]
-        if mref not in meta_cache:
-            meta_cache[mref] = json.loads(bodies[mref])
         p = s["policy"]
         components[cid] = Component(
             component_id=cid,
             source_uri=s["source_uri"],
             wasm_sha256=s["wasm_sha256"],
-            metadata=meta_cache[mref],
+            metadata=Metadata(raw=bodies[mref]),
             policy=None
             if p is None
             else Policy(bodies[p["content"]], p["source_uri"], p["attached_at"]),

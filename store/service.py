@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,10 +84,12 @@ class Store:
         fsutil.ensure_dir(self.settings.data_dir)
         with db.file_lock(self.settings.data_dir / "materialize"):
             with self.reading() as conn:
-                state = readmodel.state_at(conn)
-                seq = log.head(conn)[0]
                 targets = readmodel.known_components(conn) if ids is None else ids
+                state = readmodel.state_at(conn, only=targets if ids is not None else None)
+                seq = log.head(conn)[0]
             report = files.materialize(state, self.settings.component_dir, self.blobs, targets)
+            if report.written or report.removed:
+                os.sync()  # the files are durable before the marker says they are current
             marker = {"component_dir": str(self.settings.component_dir), "seq": seq}
             fsutil.atomic_write(self.marker_path, json.dumps(marker).encode(), mode=0o600)
         return report
@@ -184,7 +187,7 @@ class Store:
                         decision.events,
                         expected,
                     )
-                    readmodel.apply(wconn, appended.events, base)
+                    readmodel.apply(wconn, appended.events, base, decision.events)
             except ConflictError:
                 if attempt == attempts:
                     raise
@@ -199,7 +202,7 @@ class Store:
             )
             from store.fold import project
 
-            state = project((e.event() for e in appended.events), base)
+            state = project(decision.events, base)
             if after is not None:
                 after(state, appended.events)
             touched = {e.component_id for e in appended.events if e.component_id}

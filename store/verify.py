@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
@@ -40,6 +41,17 @@ def verify(conn: Connection) -> Report:
 def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder) -> bool:
     prev_hash = log.GENESIS_HASH
     expected_seq = 1
+    digests = {
+        tx_id: log.tx_digest(command, reason, json.loads(details))
+        for tx_id, command, reason, details in conn.execute(
+            select(
+                transactions.c.id,
+                transactions.c.command,
+                transactions.c.reason,
+                transactions.c.details,
+            )
+        )
+    }
     stream_versions: dict[str, int] = {}
     for se in log.iter_all(conn):
         report.events += 1
@@ -60,6 +72,7 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
             "type": se.type,
             "type_version": se.type_version,
             "data": se.data,
+            "tx_digest": digests.get(se.tx_id),
         }
         computed = log.chain_hash(prev_hash, row)
         if computed != se.hash:

@@ -11,6 +11,9 @@ from store.errors import ValidationError
 _REL = re.compile(r"^(\d{1,9})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NUM = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
+_DIGITS = re.compile(r"^[0-9]{1,15}$")
+# Far enough in the past for any log; keeps huge ages (`999999999w`) inside a 64-bit integer.
+_MIN_US = -(2**62)
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 HELP = (
@@ -39,7 +42,7 @@ def parse_when(text: str, now_us: int) -> Point:
     for prefix in ("seq:", "tx:"):
         if raw.startswith(prefix):
             num = raw[len(prefix) :]
-            if not num.isdigit() or len(num) > 15:
+            if not _DIGITS.fullmatch(num):
                 raise ValidationError(f"invalid {prefix[:-1]} number in {_show(raw)}")
             return Point(prefix[:-1], int(num))
     if raw.startswith("tag:"):
@@ -49,7 +52,8 @@ def parse_when(text: str, now_us: int) -> Point:
         return Point("tag", name)
     rel = _REL.fullmatch(raw)
     if rel:
-        return Point("time", now_us - int(rel.group(1)) * _UNITS[rel.group(2)] * 1_000_000)
+        age_us = int(rel.group(1)) * _UNITS[rel.group(2)] * 1_000_000
+        return Point("time", max(now_us - age_us, _MIN_US))
     if _NUM.fullmatch(raw):
         us = round(float(raw) * 1_000_000)
         return _not_future(Point("time", us), raw, now_us)

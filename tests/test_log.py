@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from store import db, log, migrate, readmodel
 from store import events as ev
-from store.errors import ConflictError
+from store.errors import ConflictError, ValidationError
 from store.schema import events as events_table
 from store.schema import transactions
 from store.verify import verify
@@ -376,13 +376,15 @@ def test_hash_chain_is_recomputable_from_the_documented_fields(
     raw = sqlite3.connect(tmp_path / "state.db")
     rows = raw.execute(
         "SELECT e.seq, e.tx_id, t.recorded_at, t.actor, t.kind, e.stream, e.stream_version,"
-        " e.type, e.type_version, e.data, e.hash"
+        " e.type, e.type_version, e.data, e.hash, t.command, t.reason, t.details"
         " FROM events e JOIN transactions t ON t.id = e.tx_id ORDER BY e.seq"
     ).fetchall()
     raw.close()
     assert len(rows) == 10
     prev = "0" * 64
-    for seq, tx, at, actor, kind, stream, sv, type_, tv, data, stored in rows:
+    for seq, tx, at, actor, kind, stream, sv, type_, tv, data, stored, cmd, why, det in rows:
+        tx_body = {"command": cmd, "reason": why, "details": json.loads(det)}
+        tx_canonical = json.dumps(tx_body, sort_keys=True, separators=(",", ":"))
         body = {
             "seq": seq,
             "tx": tx,
@@ -394,6 +396,7 @@ def test_hash_chain_is_recomputable_from_the_documented_fields(
             "type": type_,
             "type_version": tv,
             "data": json.loads(data),
+            "txd": hashlib.sha256(tx_canonical.encode()).hexdigest(),
         }
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert stored == hashlib.sha256((prev + canonical).encode()).hexdigest()
@@ -474,3 +477,18 @@ def test_old_type_versions_are_upcast_on_read_never_rewritten(
     after = raw.execute("SELECT type_version, data, hash FROM events WHERE seq = 1").fetchall()
     raw.close()
     assert after == before
+
+
+@pytest.mark.parametrize("where", ["data", "actor", "command", "details"])
+def test_text_that_is_not_utf8_is_bad_input_and_writes_nothing(engine: Engine, where: str) -> None:
+    """Undecodable command-line bytes arrive as lone surrogates; they cannot be stored."""
+    bad = "x\udcff"
+    event = ev.EnvSet(key="A", value=bad if where == "data" else "1")
+    tx = log.TxInfo(
+        actor=bad if where == "actor" else "a",
+        command=bad if where == "command" else "c",
+        details={"file": bad} if where == "details" else {},
+    )
+    with pytest.raises(ValidationError, match="not valid UTF-8"), db.write_tx(engine) as conn:
+        log.append(conn, tx, [ev.EnvSet(key="B", value="ok"), event])
+    assert counts(engine) == (0, 0)
