@@ -203,7 +203,11 @@ def _point(app: App, conn: object, when: str | None) -> tuple[int, str | None]:
 
 
 def snapshot_doc(
-    app: App, when: str | None, component_dir: str | None = None, secrets_dir: str | None = None
+    app: App,
+    when: str | None,
+    component_dir: str | None = None,
+    secrets_dir: str | None = None,
+    lazy: bool = False,
 ) -> dict[str, Any]:
     """The export document for the state at WHEN (default now)."""
     from store import log, readmodel
@@ -224,6 +228,7 @@ def snapshot_doc(
         as_of=AsOf(seq, iso_us(at_us) if at_us else iso_us(0), tag),
         lineage=store.lineage,
         at=exported_at(),
+        lazy=lazy,
     )
 
 
@@ -243,13 +248,13 @@ def export_cmd(
       wassette state export state.yaml
       wassette state export backup.json --at 2026-11-25T10:00:00Z
     """
-    from store.exporter import render, write_output
+    from store.exporter import render_state_json, render_state_yaml, write_output
     from store.snapshot import format_for
 
     fmt = format_for(target)
-    doc = snapshot_doc(app, at, component_dir, secrets_dir)
+    doc = snapshot_doc(app, at, component_dir, secrets_dir, lazy=True)
     warn_drift(app)
-    data = render(doc, fmt)
+    data = render_state_yaml(doc) if fmt == "yaml" else render_state_json(doc)
     write_output(target, data)
     if target != "-":
         n = len(doc["components"])
