@@ -124,7 +124,8 @@ _YAML_SPECIAL = {
     "~",
 }
 # YAML 1.1 reads 1e5 (no dot) as a string: such JSON goes through the generic emitter.
-_EXPONENT = re.compile(r"[0-9][eE][-+]?[0-9]")
+# Numbers follow ':', '[' or ','; a match inside a string only costs the slow path.
+_EXPONENT = re.compile(r"[:\[,] ?-?[0-9]+(?:\.[0-9]+)?[eE]")
 
 
 def _yq(text: str) -> str:
@@ -152,7 +153,9 @@ def _yaml_flow(value: Any) -> str:
         import yaml
 
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-        return yaml.dump(value, Dumper=dumper, default_flow_style=True, width=1 << 30).strip()
+        return yaml.dump(
+            value, Dumper=dumper, default_flow_style=True, width=1 << 30, sort_keys=False
+        ).strip()
     return _escape(raw)
 
 
