@@ -76,7 +76,9 @@ def secret_list(app: App, component_id: str, show_values: bool) -> None:
             row.append(e.value if e.value is not None else "")
         rows.append(row)
     headers = ["key", "status"] + (["value"] if show_values else [])
-    emit(data, app.output, table(headers, rows, 200) if rows else "no secrets")
+    # Values asked for are printed whole: a clipped token would be silently wrong when copied.
+    width = 1 << 20 if show_values else 200
+    emit(data, app.output, table(headers, rows, width) if rows else "no secrets")
 
 
 @secret.command("delete")

