@@ -147,6 +147,18 @@ def introspect_cached(store: Store, data: bytes, digest: str, label: str) -> Any
     return result
 
 
+def _check_secrets_name(ids: set[str], component_id: str) -> None:
+    """Wassette names secrets files by a sanitized id (`a_b` and `a__b` share `a_b.yaml`):
+    refuse a component that would share another's secrets."""
+    mine = secret_files.sanitize(component_id)
+    for other in ids:
+        if other != component_id and secret_files.sanitize(other) == mine:
+            raise ValidationError(
+                f"component id {component_id!r} would share the secrets file {mine}.yaml with "
+                f"component {other!r}; choose another --id"
+            )
+
+
 def build_metadata(loaded: Loaded, created_at: int) -> dict[str, Any]:
     """Wassette's ComponentMetadata for a component file."""
     return {
@@ -187,10 +199,13 @@ def attach(
 ) -> Outcome:
     # The policy first: a refusal must not leave even an introspection cache entry behind.
     policy = load_policy(policy_file) if policy_file else None
+    path = local_path(source, "component file")
+    _check_secrets_name(store.component_ids(), component_id or path.stem)
     loaded = load_component(store, source, component_id)
     now = int(time.time())
 
     def decide(state: State) -> Decision:
+        _check_secrets_name(set(state.components), loaded.component_id)
         existing = state.components.get(loaded.component_id)
         out: list[ev.Event] = []
         if existing is None or existing.wasm_sha256 != loaded.sha256:

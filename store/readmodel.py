@@ -373,3 +373,11 @@ def _bodies(conn: Connection, refs: set[str]) -> dict[str, str]:
 def known_components(conn: Connection) -> set[str]:
     """Every component id the store has ever seen (their files may need removing)."""
     return set(conn.execute(select(entities.c.key).where(entities.c.kind == "component")).scalars())
+
+
+def current_component_ids(conn: Connection) -> set[str]:
+    return set(
+        conn.execute(
+            select(component_versions.c.component_id).where(component_versions.c.to_seq.is_(None))
+        ).scalars()
+    )

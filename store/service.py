@@ -135,6 +135,10 @@ class Store:
         with self.reading() as conn:
             return readmodel.state_at(conn, at)
 
+    def component_ids(self) -> set[str]:
+        with self.reading() as conn:
+            return readmodel.current_component_ids(conn)
+
     def head_seq(self) -> int:
         with self.reading() as conn:
             return log.head(conn)[0]
