@@ -93,8 +93,8 @@ def history(
     if component is not None:
         check_id(component, "--component")
     with app.store.reading() as conn:
-        from_seq = resolve_point(conn, since) + 1 if since else None
-        to_seq = resolve_point(conn, until) if until else None
+        from_seq = resolve_point(conn, since) + 1 if since is not None else None
+        to_seq = resolve_point(conn, until) if until is not None else None
         from store import log
 
         events = log.read(

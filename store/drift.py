@@ -42,7 +42,10 @@ def detect(state: State, component_dir: Path, secrets_dir: Path, introspect: Any
     """Compare files with the state; `introspect(data, sha, label)` derives tools of new bytes."""
     found = Found([], [], {})
     for cid in sorted(state.components):
+        seen = len(found.events)
         _component(state.components[cid], component_dir, introspect, found)
+        if any(isinstance(e, ev.ComponentDetached) for e in found.events[seen:]):
+            continue  # its wasm is gone: the component leaves with its keys (no events after)
         _secret_keys(state.components[cid], secrets_dir, found)
     if component_dir.is_dir():
         for entry in sorted(os.scandir(component_dir), key=lambda e: e.name):

@@ -173,7 +173,7 @@ def add_tag(store: Store, name: str, when: str | None = None) -> dict[str, Any]:
     if not ID_RE.fullmatch(name) or len(name) > 100:
         raise ValidationError(f"invalid tag name {name[:40]!r} (letters, digits, '.', '_', '-')")
     with db.write_tx(store.engine) as conn:
-        seq = resolve_point(conn, when) if when else log.head(conn)[0]
+        seq = resolve_point(conn, when) if when is not None else log.head(conn)[0]
         exists = conn.execute(select(tags.c.seq).where(tags.c.name == name)).scalar()
         if exists is not None:
             raise ValidationError(f"tag {name!r} already exists (at seq {exists})")
