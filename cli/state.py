@@ -367,10 +367,11 @@ def _confirm_on_tty(app: App, yes: bool) -> object:
         return None
 
     def ask(plan: list[str]) -> bool:
-        click.echo("plan:")
+        # stderr: stdout stays machine-readable with -o json
+        click.echo("plan:", err=True)
         for p in plan:
-            click.echo(f"  {p}")
-        return click.confirm("apply this rollback?", default=False)
+            click.echo(f"  {p}", err=True)
+        return click.confirm("apply this rollback?", default=False, err=True)
 
     return ask
 

@@ -38,15 +38,26 @@ def _stamp(c: Component) -> tuple[int | None, int | None]:
     return c.metadata.stamp()
 
 
-def detect(state: State, component_dir: Path, secrets_dir: Path, introspect: Any) -> Found:
-    """Compare files with the state; `introspect(data, sha, label)` derives tools of new bytes."""
+def detect(
+    state: State,
+    component_dir: Path,
+    secrets_dir: Path,
+    introspect: Any,
+    last_secret_change: Any = None,
+) -> Found:
+    """Compare files with the state; `introspect(data, sha, label)` derives tools of new bytes.
+
+    `last_secret_change(id)` gives the time (µs) of the component's last secret event: a
+    declared key missing from a secrets file written before that is waiting for a value (after
+    an import or a rollback), not removed by hand.
+    """
     found = Found([], [], {})
     for cid in sorted(state.components):
         seen = len(found.events)
         _component(state.components[cid], component_dir, introspect, found)
         if any(isinstance(e, ev.ComponentDetached) for e in found.events[seen:]):
             continue  # its wasm is gone: the component leaves with its keys (no events after)
-        _secret_keys(state.components[cid], secrets_dir, found)
+        _secret_keys(state.components[cid], secrets_dir, found, last_secret_change)
     if component_dir.is_dir():
         for entry in sorted(os.scandir(component_dir), key=lambda e: e.name):
             if not entry.name.endswith(".wasm") or entry.is_symlink() or not entry.is_file():
@@ -143,7 +154,9 @@ def _policy(c: Component, path: Path, found: Found) -> None:
         )
 
 
-def _secret_keys(c: Component, secrets_dir: Path, found: Found) -> None:
+def _secret_keys(
+    c: Component, secrets_dir: Path, found: Found, last_secret_change: Any = None
+) -> None:
     cid = c.component_id
     try:
         on_disk = set(secret_files.read_values(secrets_dir, cid))
@@ -153,12 +166,24 @@ def _secret_keys(c: Component, secrets_dir: Path, found: Found) -> None:
     declared = set(c.secret_keys)
     added = sorted(k for k in on_disk - declared if _valid_key(k))
     removed = sorted(declared - on_disk)
+    if removed and not _edited_since_declared(secrets_dir, cid, last_secret_change):
+        removed = []  # waiting for values (`secret list` says so), not a change by hand
     if added:
         found.drifts.append(Drift(cid, f"secret keys added by hand: {', '.join(added)}"))
         found.events.append(ev.SecretKeysSet(component_id=cid, keys=added))
     if removed:
         found.drifts.append(Drift(cid, f"secret keys removed by hand: {', '.join(removed)}"))
         found.events.append(ev.SecretKeysDeleted(component_id=cid, keys=removed))
+
+
+def _edited_since_declared(secrets_dir: Path, cid: str, last_secret_change: Any) -> bool:
+    path = secret_files.secrets_file(secrets_dir, cid)
+    try:
+        mtime_us = path.stat().st_mtime_ns // 1000
+    except FileNotFoundError:
+        return False
+    last = last_secret_change(cid) if last_secret_change is not None else None
+    return last is None or mtime_us > last
 
 
 def _valid_key(key: str) -> bool:
@@ -198,8 +223,21 @@ def find(store: Any) -> Found:
     def introspect(data: bytes, sha: str, label: str) -> Any:
         return introspect_cached(store, data, sha, label)
 
+    def last_secret_change(cid: str) -> int | None:
+        from store import log
+
+        with store.reading() as conn:
+            rows = log.read(
+                conn, log.Query(stream=cid, type_prefix="secret.", limit=1, reverse=True)
+            )
+        return rows[0].recorded_at if rows else None
+
     return detect(
-        store.state(), store.settings.component_dir, store.settings.secrets_dir, introspect
+        store.state(),
+        store.settings.component_dir,
+        store.settings.secrets_dir,
+        introspect,
+        last_secret_change,
     )
 
 

@@ -92,6 +92,7 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
         parse_policy(content)
 
     snap = parse_snapshot(data, fmt, policy_check=policy_check)  # type: ignore[arg-type]
+    _check_key_names(snap)
     doc = snap.to_doc()
     out = PreparedFile(
         sha256=hashlib.sha256(data).hexdigest(),
@@ -200,6 +201,27 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
             )
         )
     return out
+
+
+_KEY_RULE = "letters, digits, '_', '.', '-'; must not start with a digit"
+
+
+def _check_key_names(snap: Any) -> None:
+    """Names the rest of the CLI refuses must not enter the state through an import: they could
+    never be set or unset again, and they are printed inside `wassette secret set` commands for
+    the user to run (a name like `$(...)` would run in their shell). Names are not shown."""
+    from store.state import ENV_KEY_RE
+
+    for key in snap.environment:
+        if not ENV_KEY_RE.fullmatch(key):
+            raise ValidationError(f"environment: invalid variable name ({_KEY_RULE})")
+    for comp in snap.components:
+        for key in comp.secrets.env_keys if comp.secrets else ():
+            if not ENV_KEY_RE.fullmatch(key):
+                raise ValidationError(
+                    f"component {comp.component_id!r}: secrets.env_keys: invalid key name "
+                    f"({_KEY_RULE})"
+                )
 
 
 def _source_bytes(source_uri: str | None, wanted: str | None) -> bytes | None:

@@ -282,15 +282,10 @@ def read(conn: Connection, q: Query = Query()) -> list[StoredEvent]:
     if q.stream is not None:
         conds.append(events.c.stream == q.stream)
     if q.type_prefix:
-        if q.type_prefix.endswith("."):
-            # `policy.` → every policy.* type, as a range the (type, seq) index serves.
-            conds.append(events.c.type >= q.type_prefix)
-            conds.append(events.c.type < q.type_prefix[:-1] + "/")
-        else:
-            conds.append(
-                (events.c.type == q.type_prefix)
-                | and_(events.c.type > q.type_prefix + ".", events.c.type < q.type_prefix + "/")
-            )
+        # A prefix (`policy.`, `secret.keys`, `env`) as a range the (type, seq) index serves.
+        upper = q.type_prefix[:-1] + chr(ord(q.type_prefix[-1]) + 1)
+        conds.append(events.c.type >= q.type_prefix)
+        conds.append(events.c.type < upper)
     if q.actor is not None:
         conds.append(transactions.c.actor == q.actor)
     if q.tx_id is not None:

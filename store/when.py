@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from store.errors import ValidationError
 
-_REL = re.compile(r"^(\d{1,9})([smhdw])$")
+_REL = re.compile(r"^([0-9]{1,9})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_NUM = re.compile(r"^\d{1,12}(\.\d{1,6})?$")
+_NUM = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 # Far enough in the past for any log; keeps huge ages (`999999999w`) inside a 64-bit integer.
 _MIN_US = -(2**62)

@@ -188,7 +188,6 @@ def test_no_drift_no_transaction_no_warning(env: Env) -> None:
         ("wasm-deleted", [("component.detached", "fetch")]),
         # No events about a component after it leaves: its keys go with it.
         ("wasm-deleted-keys-edited", [("component.detached", "weather")]),
-        ("secrets-file-deleted", [("secret.keys_deleted", "weather")]),
         ("component-dropped-in", [("component.attached", "dropped")]),
     ],
 )
@@ -210,8 +209,6 @@ def test_each_kind_of_drift(env: Env, change: str, expected: list[tuple[str, str
         (cdir / "weather.wasm").unlink()
         path = secret_files.secrets_file(env.secrets_dir, "weather")
         path.write_text(yaml.safe_dump({"API": SECRET_API, "ADDED": "x"}))
-    elif change == "secrets-file-deleted":
-        secret_files.secrets_file(env.secrets_dir, "weather").unlink()
     else:
         fx.write_component(cdir / "dropped.wasm", kind="top-level")
     before = all_events(env)
@@ -246,11 +243,6 @@ def test_invalid_outside_changes_are_reported_not_adopted(env: Env) -> None:
     assert json.loads(exported.out)["components"][1]["component_id"] == "weather"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: keys declared without a value (after a rollback or an import) are "
-    "indistinguishable from keys removed by hand, so export warns and sync deletes them",
-)
 def test_keys_waiting_for_values_are_not_drift(env: Env) -> None:
     build(env)
     with opened(env) as s:
@@ -258,3 +250,22 @@ def test_keys_waiting_for_values_are_not_drift(env: Env) -> None:
         outcome = rollback(s, "tx:2")  # TOK is declared again, its value is gone
         assert outcome.state.components["weather"].secret_keys == ("API", "TOK")
         assert drift.find(s).drifts == []
+
+
+def test_a_deleted_secrets_file_means_values_are_missing_not_keys_removed(env: Env) -> None:
+    """Without the file nothing tells a hand deletion from keys still waiting for values (as
+    after an import), so the keys stay declared and `secret list` flags the missing values."""
+    build(env)
+    secret_files.secrets_file(env.secrets_dir, "weather").unlink()
+    before = all_events(env)
+    with opened(env) as s:
+        assert drift.find(s).drifts == []
+        outcome, drifts = drift.sync(s)
+        assert drifts == [] and outcome.tx_id is None
+    assert all_events(env) == before
+    listed = env.run("secret", "list", "weather", "-o", "json")
+    assert listed.code == 0
+    assert {e["key"]: e["has_value"] for e in json.loads(listed.out)["secrets"]} == {
+        "API": False,
+        "TOK": False,
+    }
