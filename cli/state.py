@@ -389,14 +389,16 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
         "target_seq": s["target_seq"],
         "dry_run": s["dry_run"],
         "plan": s["plan"],
-        "skipped": [],
+        "skipped": s.get("skipped", []),
         "secrets_needed": [
             {"component_id": c, "keys": k, "command": secret_set_command(c, k, app.command_prefix)}
             for c, k in needed.items()
         ],
     }
     lines = []
-    if not s["plan"]:
+    if not s["plan"] and s.get("skipped"):
+        lines.append(f"{label}: nothing that can be restored differs from seq {s['target_seq']}")
+    elif not s["plan"]:
         lines.append(f"{label}: the state already equals seq {s['target_seq']}; nothing to do")
     else:
         head = f"{label} to seq {s['target_seq']}" + (
@@ -406,6 +408,8 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
         lines.extend(f"  {p}" for p in s["plan"])
     if outcome.tx_id is not None:
         lines.append(f"recorded as tx {outcome.tx_id} ({plural(len(outcome.events), 'event')})")
+    for sk in s.get("skipped", []):
+        click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
     if needed:
         lines.append("secret values needed (values are never in the log):")
         lines.extend(f"  {secret_set_command(c, k, app.command_prefix)}" for c, k in needed.items())

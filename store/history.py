@@ -76,11 +76,17 @@ def _rollback_to(
     command: str,
 ) -> Outcome:
     def decide(state: State) -> Decision:
-        out, plan = reconcile(state, target, prune=True)
+        goal, skipped = _restorable(store, state, target)
+        out, plan = reconcile(state, goal, prune=True)
         return Decision(
             out,
-            details={"target_seq": target_seq, "plan": plan},
-            summary={"plan": plan, "target_seq": target_seq, "dry_run": dry_run},
+            details={"target_seq": target_seq, "plan": plan, "skipped": skipped},
+            summary={
+                "plan": plan,
+                "target_seq": target_seq,
+                "dry_run": dry_run,
+                "skipped": skipped,
+            },
         )
 
     current = store.state()
@@ -90,6 +96,37 @@ def _rollback_to(
     if confirm is not None and not confirm(preview.summary["plan"]):
         raise ValidationError("rollback cancelled; nothing was changed")
     return store.execute(command, decide, kind="rollback", reason=reason)
+
+
+def _restorable(store: Store, current: State, target: State) -> tuple[State, list[dict[str, str]]]:
+    """The target, less components whose wasm bytes are nowhere to be found (left as they
+    are now, and reported), so a rollback never records a component it cannot serve."""
+    from store import fsutil
+    from store.files import sha256_hex
+
+    components = dict(target.components)
+    skipped: list[dict[str, str]] = []
+    for cid, comp in target.components.items():
+        now = current.components.get(cid)
+        if now is not None and now.wasm_sha256 == comp.wasm_sha256:
+            continue
+        if store.blobs.has(comp.wasm_sha256):
+            continue
+        local = fsutil.read_if_file(store.settings.component_dir / f"{cid}.wasm")
+        if local is not None and sha256_hex(local) == comp.wasm_sha256:
+            store.blobs.put(local, comp.wasm_sha256)
+            continue
+        if now is None:
+            del components[cid]
+        else:
+            components[cid] = now
+        skipped.append(
+            {
+                "component_id": cid,
+                "reason": f"wasm {comp.wasm_sha256[:12]} is not in the blob store",
+            }
+        )
+    return State(components, target.environment, target.paths), skipped
 
 
 # ------------------------------------------------------------------ blame
