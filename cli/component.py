@@ -91,13 +91,7 @@ def list_(app: App) -> None:
 @pass_app
 def inspect(app: App, component_id: str) -> None:
     """Show a component's metadata and tools."""
-    from store.errors import NotFound
-    from store.state import check_id
-
-    check_id(component_id)
-    comp = app.store.state().components.get(component_id)
-    if comp is None:
-        raise NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+    comp = app.store.component(component_id)
     data = {**comp.metadata, "source_uri": comp.source_uri, "wasm_sha256": comp.wasm_sha256}
     lines = [
         f"component  {comp.component_id}",

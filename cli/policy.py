@@ -44,12 +44,8 @@ def policy_detach(app: App, component_id: str) -> None:
 def policy_get(app: App, component_id: str) -> None:
     """Print a component's policy document."""
     from store.errors import NotFound
-    from store.state import check_id
 
-    check_id(component_id)
-    comp = app.store.state().components.get(component_id)
-    if comp is None:
-        raise NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+    comp = app.store.component(component_id)
     if comp.policy is None:
         raise NotFound(f"component {component_id!r} has no policy attached")
     data = {

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 from store import events as ev
 from store import files, fsutil
 from store import secrets as secret_files
-from store.errors import NotFound, ValidationError
+from store.errors import NotFound, ValidationError, unknown_component
 from store.service import Decision, Outcome, Store
 from store.state import Component, State, check_env_key, check_id
 
@@ -90,7 +90,7 @@ def parse_assignment_lines(text: str, what: str) -> dict[str, str]:
 def _require(state: State, component_id: str) -> Component:
     comp = state.components.get(component_id)
     if comp is None:
-        raise NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+        raise unknown_component(component_id)
     return comp
 
 
@@ -159,20 +159,29 @@ def _check_secrets_name(ids: set[str], component_id: str) -> None:
             )
 
 
-def build_metadata(loaded: Loaded, created_at: int) -> dict[str, Any]:
-    """Wassette's ComponentMetadata for a component file."""
+def metadata_doc(
+    component_id: str, tools: Any, size: int, mtime: int, sha256: str, created_at: int
+) -> dict[str, Any]:
+    """Wassette's ComponentMetadata for introspected bytes (attach, import, drift)."""
     return {
-        "component_id": loaded.component_id,
-        "tool_schemas": loaded.tools.tool_schemas,
-        "function_identifiers": loaded.tools.function_identifiers,
-        "tool_names": loaded.tools.tool_names,
-        "validation_stamp": {
-            "file_size": len(loaded.data),
-            "mtime": loaded.mtime,
-            "content_hash": loaded.sha256,
-        },
+        "component_id": component_id,
+        "tool_schemas": tools.tool_schemas,
+        "function_identifiers": tools.function_identifiers,
+        "tool_names": tools.tool_names,
+        "validation_stamp": {"file_size": size, "mtime": mtime, "content_hash": sha256},
         "created_at": created_at,
     }
+
+
+def build_metadata(loaded: Loaded, created_at: int) -> dict[str, Any]:
+    return metadata_doc(
+        loaded.component_id,
+        loaded.tools,
+        len(loaded.data),
+        loaded.mtime,
+        loaded.sha256,
+        created_at,
+    )
 
 
 @dataclass(frozen=True)

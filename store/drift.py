@@ -69,16 +69,20 @@ def detect(
     return found
 
 
-def _metadata(cid: str, data: bytes, sha: str, path: Path, tools: Any) -> dict[str, Any]:
-    mtime = int(path.stat().st_mtime)
-    return {
-        "component_id": cid,
-        "tool_schemas": tools.tool_schemas,
-        "function_identifiers": tools.function_identifiers,
-        "tool_names": tools.tool_names,
-        "validation_stamp": {"file_size": len(data), "mtime": mtime, "content_hash": sha},
-        "created_at": mtime,
-    }
+def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found) -> None:
+    """Record bytes found in the component dir as the component's new wasm."""
+    from store.commands import metadata_doc
+
+    mtime = int(wasm.stat().st_mtime)
+    found.blobs[sha] = data
+    found.events.append(
+        ev.ComponentAttached(
+            component_id=cid,
+            source_uri=wasm.as_uri(),
+            wasm_sha256=sha,
+            metadata=metadata_doc(cid, tools, len(data), mtime, sha, mtime),
+        )
+    )
 
 
 def _component(c: Component, component_dir: Path, introspect: Any, found: Found) -> None:
@@ -101,15 +105,7 @@ def _component(c: Component, component_dir: Path, introspect: Any, found: Found)
                 found.drifts.append(Drift(cid, f"wasm replaced by an invalid file ({e})", False))
             else:
                 found.drifts.append(Drift(cid, f"wasm replaced (sha256 {sha[:12]})"))
-                found.blobs[sha] = data
-                found.events.append(
-                    ev.ComponentAttached(
-                        component_id=cid,
-                        source_uri=wasm.as_uri(),
-                        wasm_sha256=sha,
-                        metadata=_metadata(cid, data, sha, wasm, tools),
-                    )
-                )
+                _adopt(cid, data, sha, wasm, tools, found)
     _policy(c, paths[".policy.yaml"], found)
 
 
@@ -203,15 +199,7 @@ def _new_component(
         found.drifts.append(Drift(cid, f"unknown file {wasm.name} is not a component ({e})", False))
         return
     found.drifts.append(Drift(cid, "component added by hand"))
-    found.blobs[sha] = data
-    found.events.append(
-        ev.ComponentAttached(
-            component_id=cid,
-            source_uri=wasm.as_uri(),
-            wasm_sha256=sha,
-            metadata=_metadata(cid, data, sha, wasm, tools),
-        )
-    )
+    _adopt(cid, data, sha, wasm, tools, found)
     comp = Component(cid, wasm.as_uri(), sha, Metadata({}))
     _policy(comp, component_dir / f"{cid}.policy.yaml", found)
 

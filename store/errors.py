@@ -33,3 +33,7 @@ class IntegrityError(StoreError):
 
 class SchemaTooNewError(ValidationError):
     """The database was written by a newer version of this tool."""
+
+
+def unknown_component(component_id: str) -> NotFound:
+    return NotFound(f"unknown component {component_id!r} (see 'wassette component list')")

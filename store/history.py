@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 from store import db, log, readmodel
 from store.diff import reconcile
-from store.errors import NotFound, ValidationError
+from store.errors import NotFound, ValidationError, unknown_component
 from store.schema import events, tags
 from store.service import Decision, Outcome, Store, resolve_point
 from store.state import ID_RE, State
@@ -138,7 +138,7 @@ def blame(store: Store, component_id: str) -> list[dict[str, Any]]:
     with store.reading() as conn:
         comp = readmodel.state_at(conn, None, only=component_id).components.get(component_id)
         if comp is None:
-            raise NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+            raise unknown_component(component_id)
         wanted: dict[str, Any] = {"wasm": None, "policy": None}
         for key in comp.secret_keys:
             wanted[f"secret:{key}"] = None

@@ -135,6 +135,18 @@ class Store:
         with self.reading() as conn:
             return readmodel.state_at(conn, at)
 
+    def component(self, component_id: str) -> Any:
+        """One current component (reads only its rows), or NotFound."""
+        from store.errors import unknown_component
+        from store.state import check_id
+
+        check_id(component_id)
+        with self.reading() as conn:
+            comp = readmodel.state_at(conn, None, only=component_id).components.get(component_id)
+        if comp is None:
+            raise unknown_component(component_id)
+        return comp
+
     def component_ids(self) -> set[str]:
         with self.reading() as conn:
             return readmodel.current_component_ids(conn)
