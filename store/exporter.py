@@ -110,7 +110,7 @@ def write_output(target: str, data: bytes) -> None:
 # Everything else is written explicitly in block style, deterministic by construction.
 
 _YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
-_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./@+-]*$")
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./@+-]*\Z")  # \Z: `$` would let "info\n" through
 _YAML_SPECIAL = {
     "y",
     "n",

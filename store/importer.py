@@ -303,7 +303,11 @@ def run_import(
         )
 
     if dry_run:
+        from store.fold import project
+
         state = store.state()
         decision = decide(state)
-        return Outcome(None, [], state, decision.summary)
+        planned, _ = plan_events(state, prepared, prune)
+        # The state the import would make, so the summary names the secret values it would need.
+        return Outcome(None, [], project(planned, state), decision.summary)
     return store.execute(f"state import {source}", decide, kind="import")
