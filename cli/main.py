@@ -45,7 +45,7 @@ class App:
         import shlex
 
         parts = ["wassette"]
-        for opt in ("db", "secrets_dir"):
+        for opt in ("db", "component_dir", "secrets_dir"):
             value = self.opts.get(opt)
             if value:
                 parts += [f"--{opt.replace('_', '-')}", shlex.quote(str(value))]

@@ -11,6 +11,7 @@ Results are cached in-process by sha256 of the bytes (persistent caching lives e
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import itertools
@@ -136,7 +137,17 @@ def _get_engine() -> wasmtime.Engine:
         # (about a third faster on an 18 MB componentize-py component).
         config.cranelift_opt_level = "none"
         _engine = wasmtime.Engine(config)
+        # Free it before interpreter teardown: wasmtime's finalizers print TypeErrors when they
+        # run after module globals are gone.
+        atexit.register(_close_engine)
     return _engine
+
+
+def _close_engine() -> None:
+    global _engine
+    engine, _engine = _engine, None
+    if engine is not None:
+        engine.close()
 
 
 def _introspect(data: bytes) -> Introspection:
@@ -157,7 +168,11 @@ def _introspect(data: bytes) -> Introspection:
 
     docs = _package_docs(data)
     found: list[tuple[str, dict[str, Any], dict[str, str | None]]] = []
-    _collect(engine, exports, (), docs, found)
+    try:
+        _collect(engine, exports, (), docs, found)
+    finally:
+        del exports
+        component.close()
     found.sort(key=lambda tool: tool[0])
     for (name, _, first), (other, _, second) in itertools.pairwise(found):
         if name == other:

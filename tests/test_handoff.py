@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from store import commands, log
@@ -104,11 +103,6 @@ def test_agent_handoff_between_two_stores(env_factory: Any) -> None:
         assert (b.component_dir / name).read_bytes() == (a.component_dir / name).read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/main.py App.command_prefix leaves out --component-dir: run as printed, the "
-    "`secret set` command records paths.set to the default dir and materializes there",
-)
 def test_printed_command_keeps_a_custom_component_dir(env_factory: Any, tmp_path: Path) -> None:
     a, b = env_factory("a"), env_factory("b")
     src = tmp_path / "weather.wasm"
