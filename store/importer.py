@@ -83,6 +83,7 @@ def read_source(source: str) -> tuple[bytes, str]:
 
 def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
     from store import wasm
+    from store.commands import metadata_doc
     from store.policy import parse_policy
     from store.snapshot import parse_snapshot
 
@@ -147,19 +148,8 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
             if not same:
                 # Not the on-disk cache: a dry run or a refused import writes nothing.
                 tools = wasm.describe(present, label=local.name)
-                st = local.stat()
-                metadata = {
-                    "component_id": cid,
-                    "tool_schemas": tools.tool_schemas,
-                    "function_identifiers": tools.function_identifiers,
-                    "tool_names": tools.tool_names,
-                    "validation_stamp": {
-                        "file_size": len(present),
-                        "mtime": int(st.st_mtime),
-                        "content_hash": sha,
-                    },
-                    "created_at": int(st.st_mtime),
-                }
+                mtime = int(local.stat().st_mtime)
+                metadata = metadata_doc(cid, tools, len(present), mtime, sha, mtime)
                 note = "wasm in the component dir differs from the file: re-introspected"
                 adopted = True
                 out.reports.append({"component_id": cid, "note": note})
