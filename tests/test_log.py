@@ -295,8 +295,11 @@ def test_read_filters(engine: Engine) -> None:
     assert seqs(read(engine, type_prefix="policy.attached")) == [4]
     assert seqs(read(engine, type_prefix="component.")) == [3, 5, 9]
     assert seqs(read(engine, type_prefix="env.set")) == [2, 8]
-    assert seqs(read(engine, type_prefix="env.se")) == []  # not a prefix of whole words
-    assert seqs(read(engine, type_prefix="pol")) == []
+    assert seqs(read(engine, type_prefix="env.se")) == [2, 8]  # a plain string prefix
+    assert seqs(read(engine, type_prefix="secret.keys")) == [6]
+    assert seqs(read(engine, type_prefix="pol")) == [4, 7, 10]
+    assert seqs(read(engine, type_prefix="policy.z")) == []
+    assert seqs(read(engine, type_prefix="polic\uffff")) == []
     assert seqs(read(engine, actor="bob@host")) == [3, 4, 9, 10]
     assert seqs(read(engine, actor="carol@host")) == [7, 8]
     assert seqs(read(engine, actor="bob")) == []
@@ -384,7 +387,9 @@ def test_hash_chain_is_recomputable_from_the_documented_fields(
     prev = "0" * 64
     for seq, tx, at, actor, kind, stream, sv, type_, tv, data, stored, cmd, why, det in rows:
         tx_body = {"command": cmd, "reason": why, "details": json.loads(det)}
-        tx_canonical = json.dumps(tx_body, sort_keys=True, separators=(",", ":"))
+        tx_canonical = json.dumps(
+            tx_body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
         body = {
             "seq": seq,
             "tx": tx,

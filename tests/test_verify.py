@@ -192,15 +192,19 @@ def test_edited_transaction_time(populated: Store, env: Env) -> None:
     assert first_problem(populated).startswith(f"seq {tx2[0].seq}: hash mismatch")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the hash covers actor and kind but not the transaction's command, "
-    "reason or details (DESIGN 3.1 hashes the event), so editing them is not detected",
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "command = 'env set HARMLESS'",
+        "reason = 'nothing to see'",
+        "details = '{\"forged\": true}'",
+    ],
 )
-def test_edited_transaction_command(populated: Store, env: Env) -> None:
+def test_edited_transaction_command_reason_details(populated: Store, env: Env, edit: str) -> None:
     with raw(env.db) as c:
-        c.execute("UPDATE transactions SET command = 'env set HARMLESS' WHERE id = 5")
-    assert not run_verify(populated).ok
+        c.execute(f"UPDATE transactions SET {edit} WHERE id = 5")
+    tx5 = populated.history(log.Query(tx_id=5))
+    assert first_problem(populated).startswith(f"seq {tx5[0].seq}: hash mismatch")
 
 
 def test_rehashed_chain_with_invalid_event_data(populated: Store, env: Env) -> None:
@@ -226,12 +230,12 @@ def rewrite_chain(path: Path, seq: int, edit: Any) -> None:
     with raw(path) as c:
         rows = c.execute(
             "SELECT e.seq, e.tx_id, t.recorded_at, t.actor, t.kind, e.stream, e.stream_version,"
-            " e.type, e.type_version, e.data FROM events e JOIN transactions t ON t.id = e.tx_id"
-            " ORDER BY e.seq"
+            " e.type, e.type_version, e.data, t.command, t.reason, t.details"
+            " FROM events e JOIN transactions t ON t.id = e.tx_id ORDER BY e.seq"
         ).fetchall()
         prev = log.GENESIS_HASH
         c.execute("BEGIN")
-        for s, tx, at, actor, kind, stream, sv, type_, tv, data in rows:
+        for s, tx, at, actor, kind, stream, sv, type_, tv, data, cmd, why, det in rows:
             parsed = json.loads(data)
             if s == seq:
                 parsed = edit(parsed)
@@ -239,7 +243,7 @@ def rewrite_chain(path: Path, seq: int, edit: Any) -> None:
             row = {
                 "seq": s, "tx_id": tx, "recorded_at": at, "actor": actor, "kind": kind,
                 "stream": stream, "stream_version": sv, "type": type_, "type_version": tv,
-                "data": parsed,
+                "data": parsed, "tx_digest": log.tx_digest(cmd, why, json.loads(det)),
             }  # fmt: skip
             prev = log.chain_hash(prev, row)
             c.execute("UPDATE events SET hash = ? WHERE seq = ?", (prev, s))
