@@ -70,11 +70,15 @@ class Env:
 
         return Store(self.settings(actor))  # type: ignore[arg-type]
 
-    def run(self, *args: str, input: str | None = None, actor: str = "tester@test",
-            extra_env: dict[str, str] | None = None, cwd: Path | None = None) -> Result:
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")
-        }
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        actor: str = "tester@test",
+        extra_env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Result:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
         env.update(
             WASSETTE_STATE_DB=str(self.db),
             WASSETTE_COMPONENT_DIR=str(self.component_dir),
