@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, func, insert, select
+from sqlalchemy import Connection, Select, and_, func, insert, select, update
 
 from store import events as ev
 from store.errors import ConflictError, ValidationError
-from store.schema import events, transactions
+from store.schema import events, store_identity, transactions
 
 GENESIS_HASH = "0" * 64
 TX_KINDS = ("change", "import", "rollback", "sync")
@@ -206,6 +206,11 @@ def append(
         conn.execute(
             insert(events),
             [{k: r[k] for k in _EVENT_COLUMNS} for r in rows],
+        )
+        conn.execute(
+            update(store_identity)
+            .where(store_identity.c.id == 1)
+            .values(head_seq=seq, head_hash=prev_hash)
         )
     return Appended(tx_id=tx_id, recorded_at=recorded_at, events=stored)
 

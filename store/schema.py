@@ -32,6 +32,10 @@ store_identity = Table(
     Column("id", Integer, primary_key=True),
     Column("lineage", String(36), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The log's last seq and hash, written by every append (revision 0002): a log cut short
+    # no longer matches it.
+    Column("head_seq", Integer, nullable=False, server_default="0"),
+    Column("head_hash", String(64), nullable=True),
 )
 
 transactions = Table(

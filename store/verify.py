@@ -35,7 +35,31 @@ def verify(conn: Connection) -> Report:
     _check_transactions(conn, report)
     if chain_ok:
         _check_read_models(conn, builder.result(), report)
+        _check_head(conn, report)
     return report
+
+
+def _check_head(conn: Connection, report: Report) -> None:
+    """The store records where its log ends: a log cut short (or grown behind its back)
+    disagrees with that anchor."""
+    from store.schema import store_identity
+
+    anchor = conn.execute(select(store_identity.c.head_seq, store_identity.c.head_hash)).first()
+    last_seq, last_hash, _, _ = log.head(conn)
+    if anchor is None:
+        return
+    head_seq, head_hash = anchor
+    if head_seq == last_seq and head_seq and head_hash != last_hash:
+        report.problems.append(
+            f"seq {last_seq}: the last event's hash is not the head the store recorded: "
+            "the log was rewritten"
+        )
+    elif head_seq != last_seq:
+        first_bad = min(head_seq, last_seq) + 1
+        report.problems.append(
+            f"seq {first_bad}: the log ends at seq {last_seq} but the store recorded its head "
+            f"at seq {head_seq}: events were cut off the end or appended behind its back"
+        )
 
 
 def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder) -> bool:
