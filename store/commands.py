@@ -76,6 +76,10 @@ def parse_assignments(items: tuple[str, ...] | list[str], what: str) -> dict[str
         check_env_key(key, f"argument {i}")
         if "\x00" in value:
             raise ValidationError(f"argument {i} ({key}): value contains a NUL byte")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes from the command line; never echoed
+            raise ValidationError(f"argument {i} ({key}): value is not valid UTF-8") from None
         if key in out:
             raise ValidationError(f"argument {i}: {key} given twice")
         out[key] = value
@@ -371,11 +375,9 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
     If the command fails after the file was written, the previous file is put back.
     """
     check_id(component_id)
-    _require(store.state(), component_id)
+    store.component(component_id)
     store.repair_files()
     secrets_dir = store.settings.secrets_dir
-    before = secret_files.snapshot_file(secrets_dir, component_id)
-    merged = {**secret_files.read_values(secrets_dir, component_id), **values}
     keys = sorted(values)
 
     def decide(state: State) -> Decision:
@@ -385,12 +387,23 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
             summary={"component_id": component_id, "keys": keys},
         )
 
-    secret_files.write_values(secrets_dir, component_id, merged)
-    try:
-        return store.execute(f"secret set {component_id} {' '.join(keys)}", decide, retry=True)
-    except BaseException:
-        secret_files.restore_file(secrets_dir, component_id, before)
-        raise
+    # Read-merge-write under a lock: two `secret set` at once must not lose a value.
+    with _secrets_lock(store):
+        before = secret_files.snapshot_file(secrets_dir, component_id)
+        merged = {**secret_files.read_values(secrets_dir, component_id), **values}
+        secret_files.write_values(secrets_dir, component_id, merged)
+        try:
+            return store.execute(f"secret set {component_id} {' '.join(keys)}", decide, retry=True)
+        except BaseException:
+            secret_files.restore_file(secrets_dir, component_id, before)
+            raise
+
+
+def _secrets_lock(store: Store) -> Any:
+    from store import db
+
+    fsutil.ensure_dir(store.settings.data_dir)
+    return db.file_lock(store.settings.data_dir / "secrets")
 
 
 def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
@@ -414,13 +427,14 @@ def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
             out.append(ev.SecretKeysDeleted(component_id=component_id, keys=declared))
         return Decision(out, summary={"component_id": component_id, "keys": sorted(set(keys))})
 
-    outcome = store.execute(f"secret delete {component_id} {' '.join(keys)}", decide, retry=True)
-    remaining = {
-        k: v
-        for k, v in secret_files.read_values(secrets_dir, component_id).items()
-        if k not in set(keys)
-    }
-    secret_files.write_values(secrets_dir, component_id, remaining)
+    with _secrets_lock(store):
+        outcome = store.execute(
+            f"secret delete {component_id} {' '.join(keys)}", decide, retry=True
+        )
+        gone = set(keys)
+        values = secret_files.read_values(secrets_dir, component_id)
+        remaining = {k: v for k, v in values.items() if k not in gone}
+        secret_files.write_values(secrets_dir, component_id, remaining)
     return outcome
 
 
