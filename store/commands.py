@@ -376,6 +376,7 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
     """
     check_id(component_id)
     store.component(component_id)
+    store.check_dirs()
     store.repair_files()
     secrets_dir = store.settings.secrets_dir
     keys = sorted(values)
@@ -400,10 +401,26 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
 
 
 def _secrets_lock(store: Store) -> Any:
-    from store import db
-
     fsutil.ensure_dir(store.settings.data_dir)
-    return db.file_lock(store.settings.data_dir / "secrets")
+    return _SecretsLock(store)
+
+
+class _SecretsLock:
+    """The secrets lock; on entry, temp files of a writer killed mid-write are removed (they
+    hold secret values)."""
+
+    def __init__(self, store: Store) -> None:
+        from store import db
+
+        self.store = store
+        self.lock = db.file_lock(store.settings.data_dir / "secrets")
+
+    def __enter__(self) -> None:
+        self.lock.__enter__()
+        fsutil.remove_stale_temps(self.store.settings.secrets_dir)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.__exit__(*exc)
 
 
 def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:

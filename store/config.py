@@ -32,6 +32,12 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _absolute(path: str) -> Path:
+    """Absolute but not resolved: a symlinked directory must stay visible as one, so the
+    tool can refuse to write through it."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
 def to_url(db_arg: str) -> str:
     """Accept a URL or a plain file path (which means SQLite)."""
     if "://" in db_arg:
@@ -55,10 +61,8 @@ def resolve(
     return Settings(
         db_url=url,
         data_dir=data_dir,
-        component_dir=Path(component_dir).expanduser().resolve()
-        if component_dir
-        else data_dir / "components",
-        secrets_dir=Path(secrets_dir).expanduser().resolve()
+        component_dir=_absolute(component_dir) if component_dir else data_dir / "components",
+        secrets_dir=_absolute(secrets_dir)
         if secrets_dir
         else (config_home / "secrets" if db_arg is None else data_dir / "secrets"),
         actor=actor or default_actor(),

@@ -15,7 +15,9 @@ def ensure_dir(path: Path, mode: int = 0o755) -> None:
     the user's home (`--db ~/state.db`) and a 0700 component dir stays 0700.
     """
     if path.is_symlink():
-        raise OSError(f"{path} is a symbolic link; refusing to write through it")
+        from store.errors import ValidationError
+
+        raise ValidationError(f"{path} is a symbolic link; refusing to write through it")
     path.mkdir(parents=True, exist_ok=True, mode=mode)
     current = path.stat().st_mode & 0o777
     if current & ~mode:
@@ -46,6 +48,26 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(directory: Path) -> int:
+    """Temp files of writers that died mid-write (call only under the lock those writers take,
+    so every temp file found belongs to a dead process)."""
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if (
+            entry.name.startswith(".")
+            and entry.name.endswith(".tmp")
+            and entry.is_file(follow_symlinks=False)
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def read_if_file(path: Path) -> bytes | None:

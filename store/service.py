@@ -87,12 +87,27 @@ class Store:
                 targets = readmodel.known_components(conn) if ids is None else ids
                 state = readmodel.state_at(conn, only=targets if ids is not None else None)
                 seq = log.head(conn)[0]
+            fsutil.remove_stale_temps(self.settings.component_dir)
             report = files.materialize(state, self.settings.component_dir, self.blobs, targets)
             if report.written or report.removed:
                 os.sync()  # the files are durable before the marker says they are current
             marker = {"component_dir": str(self.settings.component_dir), "seq": seq}
             fsutil.atomic_write(self.marker_path, json.dumps(marker).encode(), mode=0o600)
         return report
+
+    def check_dirs(self) -> None:
+        """Before anything is recorded: the dirs the state is written into must not be
+        symlinks (a planted link would make the tool write elsewhere)."""
+        from store.errors import ValidationError
+
+        for what, path in (
+            ("component dir", self.settings.component_dir),
+            ("secrets dir", self.settings.secrets_dir),
+        ):
+            if path.is_symlink():
+                raise ValidationError(
+                    f"the {what} {path} is a symbolic link; refusing to write through it"
+                )
 
     def repair_files(self) -> files.Report | None:
         """After a crash between commit and file writes, the marker lags: redo everything."""
@@ -177,6 +192,7 @@ class Store:
         A command that is safe to re-decide (`retry=True`) decides again on a conflict; others
         report the conflict (exit 3) so the user can look at what changed.
         """
+        self.check_dirs()
         self.repair_files()
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):

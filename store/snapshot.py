@@ -555,6 +555,24 @@ _NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
 _BRACKETS = str.maketrans("{}", "[]")
 
 
+# About 100 containers per component of realistic tool schemas: a 10k-component file stays far
+# below this, while a small file of millions of tiny nodes (gigabytes once parsed) is refused.
+MAX_NODES = 2_000_000
+
+
+def _check_node_budget(text: str, fmt: str) -> None:
+    """Bound memory before parsing: count what could become containers (over-counting braces
+    inside strings only makes this stricter) and, for YAML, lines."""
+    nodes = text.count("{") + text.count("[")
+    if fmt == "yaml":
+        nodes += text.count("\n")
+    if nodes > MAX_NODES:
+        raise ValidationError(
+            f"state file has too many values to read safely (more than {MAX_NODES:,} "
+            "containers or entries)"
+        )
+
+
 def _check_json_depth(text: str) -> None:
     """Refuse nesting deeper than MAX_NESTING_DEPTH before json (recursive) sees the text.
 
@@ -997,6 +1015,7 @@ def parse_snapshot(
     if fmt not in ("json", "yaml"):
         raise ValidationError(f"unknown state file format {_show(fmt)} (expected json or yaml)")
     text = _decode(data)
+    _check_node_budget(text, fmt)
     doc = _load_json(text) if fmt == "json" else _load_yaml(text)
     _check_plain(doc)
     snapshot, index = _validate(doc)

@@ -301,7 +301,7 @@ ERRORS: list[tuple[tuple[str, ...], int, str]] = [
     (("component", "attach", "missing.wasm"), 2, "not found"),
     (("secret", "set", "../x", "K=v"), 2, "invalid id"),
     # Bytes that are not UTF-8 reach Python as lone surrogates: bad input, not a crash.
-    (("env", "set", "BAD=\udcff\udcfe"), 2, "env.set: text is not valid UTF-8"),
+    (("env", "set", "BAD=\udcff\udcfe"), 2, "argument 1 (BAD): value is not valid UTF-8"),
     (("--actor", "x\udcff", "env", "set", "OK=1"), 2, "actor, command or reason is not valid"),
 ]
 
