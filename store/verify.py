@@ -59,9 +59,14 @@ def _check_head(conn: Connection, report: Report, rewritten: bool) -> None:
         )
     elif not rewritten and head_seq != last_seq:
         first_bad = min(head_seq, last_seq) + 1
+        what = (
+            "missing: events were cut off the end"
+            if last_seq < head_seq
+            else "appended behind the store's back"
+        )
         report.problems.append(
-            f"seq {first_bad}: the log ends at seq {last_seq} but the store recorded its head "
-            f"at seq {head_seq}: events were cut off the end or appended behind its back"
+            f"seq {first_bad}: {what} (the log ends at seq {last_seq}, the store recorded its "
+            f"head at seq {head_seq})"
         )
 
 
