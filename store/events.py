@@ -15,7 +15,8 @@ INSTANCE_STREAM = "_instance"  # ids start with [A-Za-z0-9], so no component can
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built on first use: read-only commands never validate an event, and start-up counts.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class ComponentAttached(_Event):
@@ -96,7 +97,14 @@ Event = Annotated[
     | PathsSet,
     Field(discriminator="type"),
 ]
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_adapter: TypeAdapter[Event] | None = None
+
+
+def event_adapter() -> TypeAdapter[Event]:
+    global _adapter
+    if _adapter is None:
+        _adapter = TypeAdapter(Event)
+    return _adapter
 
 EVENT_TYPES: tuple[str, ...] = (
     "component.attached",
@@ -148,4 +156,4 @@ def to_data(event: Event) -> dict[str, Any]:
 
 
 def from_data(type_: str, version: int, data: dict[str, Any]) -> Event:
-    return EVENT_ADAPTER.validate_python({**upcast(type_, version, data), "type": type_})
+    return event_adapter().validate_python({**upcast(type_, version, data), "type": type_})

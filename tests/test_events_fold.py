@@ -108,7 +108,7 @@ def test_unknown_fields_are_refused(type_: str, data: dict[str, Any]) -> None:
     with pytest.raises(pydantic.ValidationError):
         ev.from_data(type_, 1, data)
     with pytest.raises(pydantic.ValidationError):
-        ev.EVENT_ADAPTER.validate_python({**data, "type": type_})
+        ev.event_adapter().validate_python({**data, "type": type_})
 
 
 @pytest.mark.parametrize(
