@@ -1,0 +1,1 @@
+"""Benchmark harness for the wassette state store (see bench/README.md)."""
