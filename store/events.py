@@ -106,6 +106,7 @@ def event_adapter() -> TypeAdapter[Event]:
         _adapter = TypeAdapter(Event)
     return _adapter
 
+
 EVENT_TYPES: tuple[str, ...] = (
     "component.attached",
     "component.detached",
