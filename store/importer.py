@@ -104,12 +104,10 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
         environment=dict(snap.environment),
     )
     component_dir = store.settings.component_dir
-    from store.commands import _check_secrets_name
+    from store.commands import _check_secrets_names
 
-    existing = store.component_ids()
     file_ids = {c.component_id for c in snap.components}
-    for cid in sorted(file_ids):
-        _check_secrets_name((existing | file_ids) - {cid}, cid)
+    _check_secrets_names(store.component_ids() | file_ids)
     for comp, cdoc in zip(snap.components, doc["components"], strict=True):
         cid = comp.component_id
         if comp.placeholders:
