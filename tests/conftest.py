@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +136,20 @@ def assert_refused(env: Env, result: Result, code: int = 2, contains: str | None
     assert "Traceback" not in result.text
     if contains is not None:
         assert contains in lines[0], lines[0]
+
+
+@contextmanager
+def opened(env: Env, actor: str = "tester@test") -> Iterator[Any]:
+    """The env's library Store, closed afterwards."""
+    store: Any = env.store(actor)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def all_events(env: Env) -> list[Any]:
+    from store import log
+
+    with opened(env) as s:
+        return list(s.history(log.Query()))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 
 from store import commands
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, assert_refused, tree_bytes
+from tests.conftest import Env, Result, assert_refused, opened, tree_bytes
 
 SECRET_API = "api-value-must-not-appear"
 SECRET_TOKEN = "token-value-must-not-appear"
@@ -43,15 +42,6 @@ def ok(result: Result) -> Result:
 
 def as_json(env: Env, *args: str) -> Any:
     return json.loads(ok(env.run(*args, "-o", "json")).out)
-
-
-@contextmanager
-def opened(env: Env, actor: str) -> Iterator[Any]:
-    store: Any = env.store(actor)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import yaml
 
-from store import commands, drift, log
+from store import commands, drift
 from store import secrets as secret_files
 from store.history import blame, rollback
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result
+from tests.conftest import Env, Result, all_events, opened
 
 STAMP_MTIME = 1_700_000_000
 SECRET_API = "api-value-0451"
@@ -37,20 +35,6 @@ def ok(result: Result) -> Result:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@contextmanager
-def opened(env: Env, actor: str = "tester@test") -> Iterator[Any]:
-    store: Any = env.store(actor)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def all_events(env: Env) -> list[log.StoredEvent]:
-    with opened(env) as s:
-        return list(s.history(log.Query()))
 
 
 def state(env: Env) -> Any:

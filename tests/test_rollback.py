@@ -11,17 +11,15 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from store import commands, log
+from store import commands
 from store import secrets as secret_files
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, assert_refused, tree_bytes, wassette_exe
+from tests.conftest import Env, Result, all_events, assert_refused, opened, tree_bytes, wassette_exe
 
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
 
@@ -34,20 +32,6 @@ def ok(result: Result) -> Result:
 
 def as_json(env: Env, *args: str) -> Any:
     return json.loads(ok(env.run(*args, "-o", "json")).out)
-
-
-@contextmanager
-def opened(env: Env, actor: str = "tester@test") -> Iterator[Any]:
-    store: Any = env.store(actor)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def all_events(env: Env) -> list[log.StoredEvent]:
-    with opened(env) as s:
-        return list(s.history(log.Query()))
 
 
 def state(env: Env, at: int | None = None) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -19,7 +17,7 @@ from store.errors import ValidationError
 from store.service import resolve_point
 from store.when import Point, parse_when
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, assert_refused, tree_bytes
+from tests.conftest import Env, Result, assert_refused, opened, tree_bytes
 
 NOW = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -262,15 +260,6 @@ def ok(result: Result) -> Result:
     assert result.code == 0, (result.code, result.out, result.err)
     assert "Traceback" not in result.text
     return result
-
-
-@contextmanager
-def opened(env: Env, actor: str = "tester@test") -> Iterator[Any]:
-    store: Any = env.store(actor)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="module")
