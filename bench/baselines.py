@@ -276,10 +276,10 @@ _LATEST = {
 }
 
 
-def raw_state_at(conn: sqlite3.Connection, seq: int) -> tuple[int, int]:
-    """The same two as-of queries as `readmodel.state_at` (same indexes), the same content
-    lookups; version rows decoded, content bodies fetched as text (the project decodes
-    metadata only when someone looks inside). Returns (components, settings)."""
+def raw_state_at(conn: sqlite3.Connection, seq: int, bodies: bool = False) -> tuple[int, int]:
+    """The same two as-of queries as `readmodel.state_at` (same indexes); version rows decoded.
+    With `bodies`, the content texts too (as the project fetches them when a state's metadata
+    and policies are first used). Returns (components, settings)."""
     cur = conn.cursor()
     cur.execute("BEGIN")
     try:
@@ -287,19 +287,21 @@ def raw_state_at(conn: sqlite3.Connection, seq: int) -> tuple[int, int]:
             (k, json.loads(s))
             for k, s in cur.execute(_LATEST["component"], (seq, "component", seq))
         ]
-        refs = {s["metadata"] for _, s in comps} | {
-            s["policy"]["content"] for _, s in comps if s["policy"]
-        }
-        ordered = sorted(refs)
-        bodies: dict[str, str] = {}
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i : i + 500]
-            bodies.update(
-                cur.execute(
-                    f"SELECT hash, body FROM contents WHERE hash IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-            )
+        if bodies:
+            refs = {s["metadata"] for _, s in comps} | {
+                s["policy"]["content"] for _, s in comps if s["policy"]
+            }
+            ordered = sorted(refs)
+            texts: dict[str, str] = {}
+            for i in range(0, len(ordered), 500):
+                chunk = ordered[i : i + 500]
+                texts.update(
+                    cur.execute(
+                        "SELECT hash, body FROM contents "
+                        f"WHERE hash IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
         settings = [
             (k, json.loads(v)) for k, v in cur.execute(_LATEST["setting"], (seq, "setting", seq))
         ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -105,6 +104,8 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
       wassette state export state.yaml --at 2h
     """
     if opts["verbose"]:
+        import logging
+
         logging.basicConfig(level=logging.INFO, format="wassette: %(message)s", stream=sys.stderr)
     app = App(**opts)
     ctx.obj = app

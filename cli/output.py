@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -13,12 +11,16 @@ import click
 
 def iso_us(us: int) -> str:
     """ISO-8601 UTC with microseconds, the format every machine-readable time uses."""
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def emit(data: Any, fmt: str, text: str | None = None) -> None:
     """Print `data` as JSON/YAML, or `text` (falling back to JSON) for the text format."""
     if fmt == "json":
+        import json
+
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     elif fmt == "yaml":
         import yaml
@@ -28,6 +30,8 @@ def emit(data: Any, fmt: str, text: str | None = None) -> None:
     elif text is not None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
+        import json
+
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 

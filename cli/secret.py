@@ -127,6 +127,6 @@ def env_unset(app: App, keys: tuple[str, ...]) -> None:
 @pass_app
 def env_list(app: App) -> None:
     """List environment variables."""
-    environment = app.store.state().environment
+    environment = app.store.state(scope=set()).environment
     rows = sorted(environment.items())
     emit(dict(rows), app.output, table(["key", "value"], rows, 200) if rows else "no variables")

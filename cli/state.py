@@ -469,7 +469,11 @@ def diff(app: App, since: str, until: str | None) -> None:
     with app.store.reading() as conn:
         a, _ = _point(app, conn, since)
         b, _ = _point(app, conn, until)
-        changes = do(readmodel.state_at(conn, a), readmodel.state_at(conn, b))
+        # Metadata is compared by hash first: only changed components' texts are fetched.
+        lazy = readmodel.LazyBodies(app.store.engine)
+        changes = do(
+            readmodel.state_at(conn, a, lazy=lazy), readmodel.state_at(conn, b, lazy=lazy)
+        )
     data = [c.as_dict() for c in changes]
     rows = [(c.component_id or "-", c.field, _short(c.before), _short(c.after)) for c in changes]
     text = (

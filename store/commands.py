@@ -284,7 +284,7 @@ def detach(store: Store, component_id: str) -> Outcome:
         _require(state, component_id)
         return Decision([ev.ComponentDetached(component_id=component_id)])
 
-    return store.execute(f"component detach {component_id}", decide)
+    return store.execute(f"component detach {component_id}", decide, scope={component_id})
 
 
 # ------------------------------------------------------------------ policies
@@ -313,7 +313,9 @@ def policy_attach(store: Store, component_id: str, source: str) -> Outcome:
             ]
         )
 
-    return store.execute(f"policy attach {component_id} {policy.source_uri}", decide)
+    return store.execute(
+        f"policy attach {component_id} {policy.source_uri}", decide, scope={component_id}
+    )
 
 
 def policy_detach(store: Store, component_id: str) -> Outcome:
@@ -325,7 +327,7 @@ def policy_detach(store: Store, component_id: str) -> Outcome:
             raise NotFound(f"component {component_id!r} has no policy attached")
         return Decision([ev.PolicyDetached(component_id=component_id)])
 
-    return store.execute(f"policy detach {component_id}", decide)
+    return store.execute(f"policy detach {component_id}", decide, scope={component_id})
 
 
 def permission(
@@ -375,8 +377,8 @@ def permission(
     if access:
         words += f" --access {','.join(access)}"
     # Validate before touching anything (the decide closure re-validates on the live state).
-    decide(store.state())
-    return store.execute(f"permission {words}", decide, retry=True)
+    decide(store.state(scope={component_id}))
+    return store.execute(f"permission {words}", decide, retry=True, scope={component_id})
 
 
 # ------------------------------------------------------------------ secrets
@@ -407,7 +409,12 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
         merged = {**secret_files.read_values(secrets_dir, component_id), **values}
         secret_files.write_values(secrets_dir, component_id, merged)
         try:
-            return store.execute(f"secret set {component_id} {' '.join(keys)}", decide, retry=True)
+            return store.execute(
+                f"secret set {component_id} {' '.join(keys)}",
+                decide,
+                retry=True,
+                scope={component_id},
+            )
         except BaseException:
             secret_files.restore_file(secrets_dir, component_id, before)
             raise
@@ -443,7 +450,7 @@ def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
     for i, k in enumerate(keys, 1):
         check_env_key(k, f"key {i}")
     secrets_dir = store.settings.secrets_dir
-    comp = _require(store.state(), component_id)
+    comp = _require(store.state(scope={component_id}), component_id)
     on_disk = secret_files.read_values(secrets_dir, component_id)
     unknown = [k for k in keys if k not in comp.secret_keys and k not in on_disk]
     if unknown:
@@ -459,7 +466,10 @@ def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
 
     with _secrets_lock(store):
         outcome = store.execute(
-            f"secret delete {component_id} {' '.join(keys)}", decide, retry=True
+            f"secret delete {component_id} {' '.join(keys)}",
+            decide,
+            retry=True,
+            scope={component_id},
         )
         gone = set(keys)
         values = secret_files.read_values(secrets_dir, component_id)
@@ -478,7 +488,7 @@ class SecretEntry:
 
 def secret_list(store: Store, component_id: str, show_values: bool = False) -> list[SecretEntry]:
     check_id(component_id)
-    comp = _require(store.state(), component_id)
+    comp = _require(store.state(scope={component_id}), component_id)
     values = secret_files.read_values(store.settings.secrets_dir, component_id)
     keys = sorted(set(comp.secret_keys) | set(values))
     return [
@@ -504,7 +514,7 @@ def env_set(store: Store, values: dict[str, str]) -> Outcome:
         ]
         return Decision(changed, summary={"keys": sorted(values)})
 
-    return store.execute(f"env set {' '.join(sorted(values))}", decide, retry=True)
+    return store.execute(f"env set {' '.join(sorted(values))}", decide, retry=True, scope=set())
 
 
 def env_unset(store: Store, keys: list[str]) -> Outcome:
@@ -512,7 +522,7 @@ def env_unset(store: Store, keys: list[str]) -> Outcome:
         raise ValidationError("no keys given")
     for i, k in enumerate(keys, 1):
         check_env_key(k, f"key {i}")
-    missing = [k for k in keys if k not in store.state().environment]
+    missing = [k for k in keys if k not in store.state(scope=set()).environment]
     if missing:
         raise NotFound(f"environment variable {missing[0]!r} is not set")
 
@@ -522,7 +532,7 @@ def env_unset(store: Store, keys: list[str]) -> Outcome:
             summary={"keys": sorted(set(keys))},
         )
 
-    return store.execute(f"env unset {' '.join(keys)}", decide, retry=True)
+    return store.execute(f"env unset {' '.join(keys)}", decide, retry=True, scope=set())
 
 
 def secrets_needed(

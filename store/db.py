@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +132,61 @@ def backup_sqlite(src: Path, dest: Path) -> None:
     os.chmod(dest, 0o600)
 
 
-def insert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert rows whose key may already exist (content-addressed values, entity names)."""
-    if not rows:
-        return
+def _insert_for(conn: Connection, table: Any, ignore_existing: bool) -> Any:
+    if not ignore_existing:
+        from sqlalchemy import insert
+
+        return insert(table)
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        conn.execute(pg_insert(table).on_conflict_do_nothing(), rows)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def insert_ignore(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert rows whose key may already exist (content-addressed values, entity names)."""
+    if rows:
+        conn.execute(_insert_for(conn, table, True), rows)
+
+
+_BULK_SQL: dict[tuple[str, str, tuple[str, ...], bool], tuple[str, bool]] = {}
+
+
+def bulk_insert(
+    conn: Connection,
+    table: Any,
+    columns: tuple[str, ...],
+    rows: Sequence[Sequence[Any]],
+    *,
+    ignore_existing: bool = False,
+) -> None:
+    """executemany straight on the driver cursor, with SQL compiled by SQLAlchemy once.
+
+    The ORM-free Core path still builds a parameter dict per row and runs it through the
+    type processors; for the tens of thousands of rows of an import that bookkeeping cost more
+    than SQLite's own work. The statement is Core's, so nothing here knows the dialect.
+    """
+    if not rows:
+        return
+    key = (conn.dialect.name, table.name, columns, ignore_existing)
+    cached = _BULK_SQL.get(key)
+    if cached is None:
+        stmt = _insert_for(conn, table, ignore_existing).values({c: None for c in columns})
+        compiled = stmt.compile(dialect=conn.dialect)
+        positional = bool(compiled.positional)
+        if positional:
+            order = tuple(compiled.positiontup or ())
+            if order != columns:
+                raise StoreError(f"unexpected parameter order for {table.name}: {order}")
+        cached = (str(compiled), positional)
+        _BULK_SQL[key] = cached
+    sql, positional = cached
+    params: Any = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, params)
+    finally:
+        cursor.close()

@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-INSTANCE_STREAM = "_instance"  # ids start with [A-Za-z0-9], so no component can take this name
+from store.state import INSTANCE_STREAM
+
+__all__ = ["INSTANCE_STREAM"]  # re-exported: events name their streams
 
 
 class _Event(BaseModel):
@@ -158,3 +160,28 @@ def to_data(event: Event) -> dict[str, Any]:
 
 def from_data(type_: str, version: int, data: dict[str, Any]) -> Event:
     return event_adapter().validate_python({**upcast(type_, version, data), "type": type_})
+
+
+_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def from_data_trusted(type_: str, version: int, data: dict[str, Any]) -> Event:
+    """Build without validating: only for data this code validated when it appended it."""
+    if not _MODELS:
+        for model in (
+            ComponentAttached,
+            ComponentDetached,
+            PolicyAttached,
+            PolicyChanged,
+            PolicyDetached,
+            SecretKeysSet,
+            SecretKeysDeleted,
+            EnvSet,
+            EnvUnset,
+            PathsSet,
+        ):
+            _MODELS[model.model_fields["type"].default] = model
+    found = _MODELS.get(type_)
+    if found is None:
+        raise ValueError(f"unknown event type {type_!r}")
+    return found.model_construct(**upcast(type_, version, data))  # type: ignore[return-value]

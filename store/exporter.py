@@ -136,6 +136,8 @@ def _yq(text: str) -> str:
 
 
 def _escape(json_text: str) -> str:
+    if json_text.isascii() and "\x7f" not in json_text:  # both run at memory speed
+        return json_text
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json_text)
 
 

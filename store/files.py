@@ -75,6 +75,7 @@ class Report:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     missing_wasm: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)  # written files, to make durable
 
 
 def materialize(
@@ -115,6 +116,7 @@ def _sync(path: Path, data: bytes, report: Report) -> None:
     if path.is_symlink() or fsutil.read_if_file(path) != data:
         fsutil.atomic_write(path, data, durable=False)
         report.written.append(path.name)
+        report.paths.append(path)
 
 
 def _stamp_mtime(comp: Component) -> int | None:
@@ -135,3 +137,4 @@ def _sync_wasm(comp: Component, path: Path, blobs: BlobStore, report: Report) ->
         return
     fsutil.atomic_write(path, data, mtime=mtime, durable=False)
     report.written.append(path.name)
+    report.paths.append(path)

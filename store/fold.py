@@ -9,22 +9,29 @@ from store import events as ev
 from store.state import Component, Metadata, Paths, Policy, State
 
 
-def evolve_component(current: Component | None, event: ev.Event) -> Component | None:
-    """One component's next version; None means the component is not in the state."""
+def evolve_component(
+    current: Component | None, event: ev.Event, metadata: Metadata | None = None
+) -> Component | None:
+    """One component's next version; None means the component is not in the state.
+
+    `metadata` is an attach's metadata already wrapped (with its JSON text), when the caller
+    has it: equal to `event.metadata`, it only saves encoding the tool schemas again.
+    """
     match event:
         case ev.ComponentAttached():
+            meta = metadata if metadata is not None else Metadata.of(event.metadata)
             if current is None:
                 return Component(
                     component_id=event.component_id,
                     source_uri=event.source_uri,
                     wasm_sha256=event.wasm_sha256,
-                    metadata=Metadata.of(event.metadata),
+                    metadata=meta,
                 )
             return replace(
                 current,
                 source_uri=event.source_uri,
                 wasm_sha256=event.wasm_sha256,
-                metadata=Metadata.of(event.metadata),
+                metadata=meta,
             )
         case ev.ComponentDetached():
             return None
@@ -40,7 +47,7 @@ def evolve_component(current: Component | None, event: ev.Event) -> Component | 
             if current.policy is None:
                 policy = Policy(event.policy_content, event.source_uri, event.attached_at)
             else:
-                policy = replace(current.policy, policy_content=event.policy_content)
+                policy = current.policy.with_content(event.policy_content)
             return replace(current, policy=policy)
         case ev.PolicyDetached():
             return replace(current, policy=None)

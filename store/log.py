@@ -7,26 +7,35 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, and_, func, insert, select, update
 
-from store import events as ev
+from store import db
 from store.errors import ConflictError, ValidationError
 from store.schema import events, store_identity, transactions
+from store.state import INSTANCE_STREAM, Metadata
+
+if TYPE_CHECKING:  # the event models (pydantic) load only when a command writes or replays
+    from store import events as ev
 
 GENESIS_HASH = "0" * 64
 TX_KINDS = ("change", "import", "rollback", "sync")
 
 
+# Built once: json.dumps with options constructs a new encoder on every call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical(obj: Any) -> str:
     """Sorted keys: the form that is hashed, independent of how a dict was built."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL(obj)
 
 
 def compact(obj: Any) -> str:
     """Key order kept: the stored form, so tool schemas keep their parameter order."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT(obj)
 
 
 def tx_digest(command: str, reason: str | None, details: Any) -> str:
@@ -56,6 +65,41 @@ def chain_hash(prev: str, row: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
+def chain_hash_v2(prev: str, row: Mapping[str, Any], data_text: str) -> str:
+    """sha256(prev ‖ canonical JSON of the position and transaction ‖ the stored data text).
+
+    The data is hashed as the exact text stored, so a large attach is not re-serialized (v1
+    sorted and re-encoded it) and any edit of the stored bytes breaks the chain.
+    """
+    header = canonical(
+        {
+            "seq": row["seq"],
+            "tx": row["tx_id"],
+            "recorded_at": row["recorded_at"],
+            "actor": row["actor"],
+            "kind": row["kind"],
+            "stream": row["stream"],
+            "stream_version": row["stream_version"],
+            "type": row["type"],
+            "type_version": row["type_version"],
+            "txd": row.get("tx_digest"),
+        }
+    )
+    return hashlib.sha256(f"{prev}\n{header}\n{data_text}".encode()).hexdigest()
+
+
+def event_hash(prev: str, row: Mapping[str, Any], data_text: str, v2_from: int) -> str:
+    """The chain link of one event, in the chain version its seq was written with."""
+    if row["seq"] >= v2_from:
+        return chain_hash_v2(prev, row, data_text)
+    return chain_hash(prev, row)
+
+
+def stream_of(event: Any) -> str:
+    """Component events go to the component's stream, settings to the instance stream."""
+    return getattr(event, "component_id", None) or INSTANCE_STREAM
+
+
 @dataclass(frozen=True)
 class TxInfo:
     actor: str
@@ -80,13 +124,24 @@ class StoredEvent:
     data: dict[str, Any]
     hash: str
     reason: str | None = None
+    # The data exactly as stored (chain v2 hashes it; rebuild reuses the metadata text in it).
+    data_text: str | None = field(default=None, repr=False, compare=False)
 
     def event(self) -> ev.Event:
+        from store import events as ev
+
         return ev.from_data(self.type, self.type_version, self.data)
+
+    def trusted_event(self) -> ev.Event:
+        """The event without re-validation: for replays of a log whose every event was
+        validated on its way in (and whose chain `verify` checks)."""
+        from store import events as ev
+
+        return ev.from_data_trusted(self.type, self.type_version, self.data)
 
     @property
     def component_id(self) -> str | None:
-        return None if self.stream == ev.INSTANCE_STREAM else self.stream
+        return None if self.stream == INSTANCE_STREAM else self.stream
 
 
 @dataclass(frozen=True)
@@ -94,6 +149,8 @@ class Appended:
     tx_id: int
     recorded_at: int
     events: list[StoredEvent]
+    # seq -> the attach's metadata with its JSON text already made (the read models reuse it).
+    metadata: dict[int, Metadata] = field(default_factory=dict)
 
 
 def stream_versions(conn: Connection, streams: Sequence[str]) -> dict[str, int]:
@@ -112,20 +169,29 @@ def stream_versions(conn: Connection, streams: Sequence[str]) -> dict[str, int]:
 
 def head(conn: Connection) -> tuple[int, str, int, int]:
     """(last seq, last hash, last tx id, last recorded_at); zeros for an empty log."""
-    row = conn.execute(
-        select(events.c.seq, events.c.hash).order_by(events.c.seq.desc()).limit(1)
-    ).first()
-    tx = conn.execute(
-        select(transactions.c.id, transactions.c.recorded_at)
-        .order_by(transactions.c.id.desc())
-        .limit(1)
-    ).first()
-    return (
-        row[0] if row else 0,
-        row[1] if row else GENESIS_HASH,
-        tx[0] if tx else 0,
-        tx[1] if tx else 0,
+    return _head(conn)[:4]  # type: ignore[return-value]
+
+
+def _head(conn: Connection) -> tuple[int, str, int, int, int]:
+    row = conn.execute(_HEAD).one()
+    return (row[0] or 0, row[1] or GENESIS_HASH, row[2] or 0, row[3] or 0, row[4] or 1)
+
+
+def _head_statement() -> Select[Any]:
+    # One statement (four index lookups): this runs in every command, twice.
+    def last(col: Any, order: Any) -> Any:
+        return select(col).order_by(order.desc()).limit(1).scalar_subquery()
+
+    return select(
+        last(events.c.seq, events.c.seq),
+        last(events.c.hash, events.c.seq),
+        last(transactions.c.id, transactions.c.id),
+        last(transactions.c.recorded_at, transactions.c.id),
+        select(store_identity.c.chain_v2_from).limit(1).scalar_subquery(),
     )
+
+
+_HEAD = _head_statement()
 
 
 def append(
@@ -146,7 +212,9 @@ def append(
     if not new_events:
         raise ValueError("a transaction needs at least one event")
     _check_utf8("the actor, command or reason", [tx.actor, tx.command, tx.reason, tx.details])
-    streams = [ev.stream_of(e) for e in new_events]
+    from store import events as ev
+
+    streams = [stream_of(e) for e in new_events]
     # Every stream the decision read is checked, also those this transaction does not write.
     current = stream_versions(conn, [*streams, *(expected or {})])
     for stream, version in (expected or {}).items():
@@ -155,7 +223,7 @@ def append(
                 f"concurrent change: {_stream_label(stream)} moved from version {version} "
                 f"to {current[stream]} while this command was deciding; try again"
             )
-    last_seq, prev_hash, last_tx, last_at = head(conn)
+    last_seq, prev_hash, last_tx, last_at, v2_from = _head(conn)
     now = time.time_ns() // 1000 if now_us is None else now_us
     recorded_at = max(now, last_at + 1)  # strictly increasing even if the clock steps back
     tx_id = last_tx + 1
@@ -170,17 +238,28 @@ def append(
             details=canonical(tx.details),
         )
     )
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     stored: list[StoredEvent] = []
+    metadata: dict[int, Metadata] = {}
     seq = last_seq
     try:
         digest = tx_digest(tx.command, tx.reason, json.loads(canonical(tx.details)))
     except UnicodeEncodeError:
         raise ValidationError("command text is not valid UTF-8") from None
+    type_versions = ev.TYPE_VERSIONS
     for event, stream in zip(new_events, streams, strict=True):
         seq += 1
         current[stream] += 1
         data = ev.to_data(event)
+        if event.type == "component.attached":
+            # The tool schemas are encoded once: for the stored text, the hash and the read
+            # models alike (`metadata` is the last field, so the text is spliced).
+            meta = Metadata(doc=data["metadata"])
+            head_text = compact({k: v for k, v in data.items() if k != "metadata"})
+            data_text = f'{head_text[:-1]},"metadata":{meta.raw}}}'
+            metadata[seq] = meta
+        else:
+            data_text = compact(data)
         row: dict[str, Any] = {
             "seq": seq,
             "tx_id": tx_id,
@@ -190,29 +269,37 @@ def append(
             "stream": stream,
             "stream_version": current[stream],
             "type": event.type,
-            "type_version": ev.TYPE_VERSIONS[event.type],
+            "type_version": type_versions[event.type],
             "data": data,
             "tx_digest": digest,
         }
         try:
-            prev_hash = chain_hash(prev_hash, row)
+            prev_hash = event_hash(prev_hash, row, data_text, v2_from)
         except UnicodeEncodeError:  # e.g. undecodable bytes from the command line
             raise ValidationError(f"{event.type}: text is not valid UTF-8") from None
         row["hash"] = prev_hash
         del row["tx_digest"]
-        stored.append(StoredEvent(command=tx.command, reason=tx.reason, **row))
-        rows.append({**row, "data": compact(data)})
-    if rows:
-        conn.execute(
-            insert(events),
-            [{k: r[k] for k in _EVENT_COLUMNS} for r in rows],
+        stored.append(StoredEvent(command=tx.command, reason=tx.reason, data_text=data_text, **row))
+        rows.append(
+            (
+                seq,
+                tx_id,
+                stream,
+                row["stream_version"],
+                event.type,
+                row["type_version"],
+                data_text,
+                prev_hash,
+            )
         )
+    if rows:
+        db.bulk_insert(conn, events, _EVENT_COLUMNS, rows)
         conn.execute(
             update(store_identity)
             .where(store_identity.c.id == 1)
             .values(head_seq=seq, head_hash=prev_hash)
         )
-    return Appended(tx_id=tx_id, recorded_at=recorded_at, events=stored)
+    return Appended(tx_id=tx_id, recorded_at=recorded_at, events=stored, metadata=metadata)
 
 
 _EVENT_COLUMNS = (
@@ -235,7 +322,7 @@ def _check_utf8(what: str, value: Any) -> None:
 
 
 def _stream_label(stream: str) -> str:
-    return "the instance settings" if stream == ev.INSTANCE_STREAM else f"component {stream!r}"
+    return "the instance settings" if stream == INSTANCE_STREAM else f"component {stream!r}"
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -332,6 +419,7 @@ def _row(r: Any) -> StoredEvent:
         data=json.loads(r[10]),
         hash=r[11],
         reason=r[12],
+        data_text=r[10],
     )
 
 

@@ -10,16 +10,19 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
 from store import db
-from store import events as ev
-from store.fold import evolve_component, evolve_setting, setting_key
+from store.errors import StoreError
+from store.gcutil import gc_paused
 from store.log import StoredEvent, compact
 from store.schema import component_versions, contents, entities, setting_versions
 from store.state import Component, Metadata, Paths, Policy, State
+
+if TYPE_CHECKING:  # replays load the event models; reading a state does not
+    from store import events as ev
 
 
 def _sha(text: str) -> str:
@@ -31,18 +34,22 @@ class Encoder:
 
     def __init__(self) -> None:
         self.blobs: dict[str, str] = {}
+        # Off while encoding a base state: its contents are stored already (and may not even
+        # be loaded: states hand out texts by hash).
+        self.collect = True
 
     def _metadata_ref(self, metadata: Metadata) -> str:
         ref = metadata.sha256
-        if ref not in self.blobs:
+        if self.collect and ref not in self.blobs:
             self.blobs[ref] = metadata.raw
         return ref
 
     def component(self, c: Component) -> str:
         policy = None
         if c.policy is not None:
-            ref = _sha(c.policy.policy_content)
-            self.blobs.setdefault(ref, c.policy.policy_content)
+            ref = c.policy.sha256
+            if self.collect and ref not in self.blobs:
+                self.blobs[ref] = c.policy.policy_content
             policy = {
                 "content": ref,
                 "source_uri": c.policy.source_uri,
@@ -81,11 +88,13 @@ class Deriver:
     settings: dict[str, tuple[object, str]] = field(default_factory=dict)
     encoder: Encoder = field(default_factory=Encoder)
 
-    def feed(self, seq: int, event: ev.Event) -> Change | None:
+    def feed(self, seq: int, event: ev.Event, metadata: Metadata | None = None) -> Change | None:
+        from store.fold import evolve_component, evolve_setting, setting_key
+
         cid = getattr(event, "component_id", None)
         if cid is not None:
             cur = self.components.get(cid)
-            nxt = evolve_component(cur[0] if cur else None, event)
+            nxt = evolve_component(cur[0] if cur else None, event, metadata)
             if nxt is None:
                 if cur is None:
                     return None
@@ -128,6 +137,7 @@ def _state_col(kind: str) -> Any:
 def deriver_for(base: State, touched: set[str] | None = None) -> Deriver:
     """A deriver positioned at `base`, for the touched entities only (None: all of them)."""
     d = Deriver()
+    d.encoder.collect = False
     for cid, comp in base.components.items():
         if touched is None or cid in touched:
             d.components[cid] = (comp, d.encoder.component(comp))
@@ -136,7 +146,7 @@ def deriver_for(base: State, touched: set[str] | None = None) -> Deriver:
             d.settings[f"env:{name}"] = (value, d.encoder.setting(value))
     if base.paths is not None and (touched is None or "paths" in touched):
         d.settings["paths"] = (base.paths, d.encoder.setting(base.paths))
-    d.encoder.blobs.clear()  # the base's contents are stored already
+    d.encoder.collect = True
     return d
 
 
@@ -145,6 +155,7 @@ def apply(
     stored: list[StoredEvent],
     base: State,
     originals: list[ev.Event] | None = None,
+    metadata: Mapping[int, Metadata] | None = None,
 ) -> None:
     """Update the read models for freshly appended events, inside the append's transaction.
 
@@ -156,13 +167,16 @@ def apply(
         decoded = [(se.seq, e) for se, e in zip(stored, originals, strict=True)]
     else:
         decoded = [(se.seq, se.event()) for se in stored]
+    from store.fold import setting_key
+
     touched = {getattr(e, "component_id", None) or setting_key(e) or "" for _, e in decoded}
     d = deriver_for(base, touched)
     rows: dict[str, list[list[Any]]] = {"component": [], "setting": []}
     first_change: dict[tuple[str, str], int] = {}
     open_rows: dict[tuple[str, str], list[Any]] = {}
+    metadata = metadata or {}
     for seq, event in decoded:
-        change = d.feed(seq, event)
+        change = d.feed(seq, event, metadata.get(seq))
         if change is None:
             continue
         k = (change.kind, change.key)
@@ -185,15 +199,11 @@ def apply(
                 closes,
             )
         if rows[kind]:
-            conn.execute(
-                insert(table),
-                [
-                    {key_col.name: r[0], "from_seq": r[1], "to_seq": r[2], state_col.name: r[3]}
-                    for r in rows[kind]
-                ],
+            db.bulk_insert(
+                conn, table, (key_col.name, "from_seq", "to_seq", state_col.name), rows[kind]
             )
     _write_blobs(conn, d.encoder.blobs)
-    db.insert_ignore(conn, entities, [{"kind": k, "key": v} for k, v in sorted(first_change)])
+    db.bulk_insert(conn, entities, ("kind", "key"), sorted(first_change), ignore_existing=True)
 
 
 def _write_blobs(conn: Connection, blobs: Mapping[str, str]) -> None:
@@ -206,8 +216,12 @@ def _write_blobs(conn: Connection, blobs: Mapping[str, str]) -> None:
         known.update(
             conn.execute(select(contents.c.hash).where(contents.c.hash.in_(chunk))).scalars()
         )
-    db.insert_ignore(
-        conn, contents, [{"hash": h, "body": b} for h, b in blobs.items() if h not in known]
+    db.bulk_insert(
+        conn,
+        contents,
+        ("hash", "body"),
+        [(h, b) for h, b in blobs.items() if h not in known],
+        ignore_existing=True,
     )
 
 
@@ -226,13 +240,16 @@ class Rows:
 class RowBuilder:
     """Accumulates the version rows of a replay, one event at a time (bounded by entities)."""
 
-    def __init__(self) -> None:
+    def __init__(self, validate: bool = True) -> None:
+        # `verify` validates every event; `rebuild` trusts what was validated on the way in.
+        self.validate = validate
         self.deriver = Deriver()
         self.rows = Rows()
         self._open: dict[tuple[str, str], list[Any]] = {}
 
     def feed(self, se: StoredEvent) -> None:
-        change = self.deriver.feed(se.seq, se.event())
+        event = se.event() if self.validate else se.trusted_event()
+        change = self.deriver.feed(se.seq, event, _stored_metadata(se))
         if change is None:
             return
         k = (change.kind, change.key)
@@ -249,8 +266,27 @@ class RowBuilder:
         return self.rows
 
 
-def derive(stored: Iterable[StoredEvent]) -> Rows:
-    builder = RowBuilder()
+_META_KEY = ',"metadata":'
+
+
+def _stored_metadata(se: StoredEvent) -> Metadata | None:
+    """An attach's metadata as the very text stored in the log, without re-encoding it.
+
+    The log writes `metadata` as the last field of an attach; the first `,"metadata":` of the
+    text is that key (a quote inside a JSON string is always escaped, so no string value can
+    hold the pattern), and the rest up to the closing brace is the compact metadata text.
+    """
+    if se.type != "component.attached" or se.data_text is None:
+        return None
+    text = se.data_text
+    at = text.find(_META_KEY)
+    if at < 0 or not text.endswith("}"):
+        return None
+    return Metadata(doc=se.data["metadata"], raw=text[at + len(_META_KEY) : -1])
+
+
+def derive(stored: Iterable[StoredEvent], validate: bool = True) -> Rows:
+    builder = RowBuilder(validate)
     for se in stored:
         builder.feed(se)
     return builder.result()
@@ -263,16 +299,11 @@ def write_all(conn: Connection, rows: Rows) -> None:
     conn.execute(delete(entities))
     for kind, items in (("component", rows.components), ("setting", rows.settings)):
         table, key_col, state_col = _table(kind), _key_col(kind), _state_col(kind)
-        for i in range(0, len(items), 20000):
-            conn.execute(
-                insert(table),
-                [
-                    {key_col.name: r[0], "from_seq": r[1], "to_seq": r[2], state_col.name: r[3]}
-                    for r in items[i : i + 20000]
-                ],
-            )
+        db.bulk_insert(conn, table, (key_col.name, "from_seq", "to_seq", state_col.name), items)
         keys = sorted({r[0] for r in items})
-        db.insert_ignore(conn, entities, [{"kind": kind, "key": k} for k in keys])
+        db.bulk_insert(
+            conn, entities, ("kind", "key"), [(kind, k) for k in keys], ignore_existing=True
+        )
     _write_blobs(conn, rows.blobs)
 
 
@@ -312,13 +343,59 @@ def _latest(kind: str, at: int | None) -> Any:
     )
 
 
+class LazyBodies:
+    """Metadata texts of a state, fetched by hash on first use, all pending ones at once.
+
+    Contents are immutable and content-addressed, so fetching later yields the same bytes the
+    state named; a state whose metadata nobody reads (as-of queries, diffs by hash, rollback
+    decisions) never moves the 30–40 MB of tool schemas of a large fleet.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pending: set[str] = set()
+        self.loaded: dict[str, str] = {}
+
+    def want(self, ref: str) -> None:
+        self.pending.add(ref)
+
+    def __call__(self, ref: str) -> str:
+        if ref not in self.loaded:
+            refs = self.pending | {ref}
+            self.pending = set()
+            with db.read_tx(self.engine) as conn:
+                self.loaded.update(_bodies(conn, refs))
+        body = self.loaded.pop(ref, None)
+        if body is None:
+            raise StoreError(f"content {ref[:12]} is missing from the store (run 'state verify')")
+        return body
+
+
 def state_at(
-    conn: Connection, at: int | None = None, only: str | Iterable[str] | None = None
+    conn: Connection,
+    at: int | None = None,
+    only: str | Iterable[str] | None = None,
+    settings: bool | None = None,
+    lazy: LazyBodies | None = None,
 ) -> State:
     """State after seq `at` (None: now). Cost grows with the number of entities, not history.
 
-    `only` restricts the components read (settings are then skipped too).
+    `only` restricts the components read; settings (environment, paths) are then skipped too
+    unless `settings` is true. With `lazy`, metadata texts are fetched on first use.
     """
+    if settings is None:
+        settings = only is None
+    with gc_paused():
+        return _state_at(conn, at, only, settings, lazy)
+
+
+def _state_at(
+    conn: Connection,
+    at: int | None,
+    only: str | Iterable[str] | None,
+    settings: bool,
+    lazy: LazyBodies | None,
+) -> State:
     comp_rows: list[tuple[str, Any]] = []
     if only is None:
         comp_rows = [(k, json.loads(s)) for k, s in conn.execute(_latest("component", at))]
@@ -327,26 +404,31 @@ def state_at(
         for i in range(0, len(wanted), 500):
             stmt = _latest("component", at).where(_key_col("component").in_(wanted[i : i + 500]))
             comp_rows.extend((k, json.loads(s)) for k, s in conn.execute(stmt))
-    refs = {s["metadata"] for _, s in comp_rows}
-    refs |= {s["policy"]["content"] for _, s in comp_rows if s["policy"]}
+    refs: set[str] = set()
+    if lazy is None:
+        refs = {s["metadata"] for _, s in comp_rows}
+        refs |= {s["policy"]["content"] for _, s in comp_rows if s["policy"]}
     bodies = _bodies(conn, refs)
     components: dict[str, Component] = {}
     for cid, s in sorted(comp_rows):
         mref = s["metadata"]
         p = s["policy"]
+        if lazy is None:
+            metadata = Metadata(raw=bodies[mref], ref=mref)
+        else:
+            lazy.want(mref)
+            metadata = Metadata(ref=mref, loader=lazy)
         components[cid] = Component(
             component_id=cid,
             source_uri=s["source_uri"],
             wasm_sha256=s["wasm_sha256"],
-            metadata=Metadata(raw=bodies[mref]),
-            policy=None
-            if p is None
-            else Policy(bodies[p["content"]], p["source_uri"], p["attached_at"]),
+            metadata=metadata,
+            policy=None if p is None else _policy(p, bodies, lazy),
             secret_keys=tuple(s["secret_keys"]),
         )
     environment: dict[str, str] = {}
     paths: Paths | None = None
-    if only is None:
+    if settings:
         for key, value in sorted(conn.execute(_latest("setting", at))):
             decoded = json.loads(value)
             if key == "paths":
@@ -354,6 +436,14 @@ def state_at(
             elif key.startswith("env:"):
                 environment[key[4:]] = decoded
     return State(components=components, environment=environment, paths=paths)
+
+
+def _policy(p: dict[str, Any], bodies: dict[str, str], lazy: LazyBodies | None) -> Policy:
+    ref = p["content"]
+    if lazy is None:
+        return Policy(bodies[ref], p["source_uri"], p["attached_at"], ref=ref)
+    lazy.want(ref)
+    return Policy(None, p["source_uri"], p["attached_at"], ref=ref, loader=lazy)
 
 
 def _bodies(conn: Connection, refs: set[str]) -> dict[str, str]:

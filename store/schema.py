@@ -36,6 +36,8 @@ store_identity = Table(
     # no longer matches it.
     Column("head_seq", Integer, nullable=False, server_default="0"),
     Column("head_hash", String(64), nullable=True),
+    # The first seq hashed with chain v2 (revision 0003): earlier events keep v1.
+    Column("chain_v2_from", Integer, nullable=False, server_default="1"),
 )
 
 transactions = Table(

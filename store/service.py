@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
 from store import db, files, log, migrate, readmodel
-from store import events as ev
 from store.config import Settings
 from store.errors import ConflictError, StoreError, ValidationError
+from store.gcutil import gc_paused
 from store.schema import store_identity
 from store.state import State
+
+if TYPE_CHECKING:
+    from store import events as ev
 
 logger = logging.getLogger("wassette")
 
@@ -87,12 +89,20 @@ class Store:
                 targets = readmodel.known_components(conn) if ids is None else ids
                 state = readmodel.state_at(conn, only=targets if ids is not None else None)
                 seq = log.head(conn)[0]
-            fsutil.remove_stale_temps(self.settings.component_dir)
+            if ids is None:
+                # A writer killed mid-write left its marker behind, so its temp files are
+                # always found by the full repair that the lagging marker triggers.
+                fsutil.remove_stale_temps(self.settings.component_dir)
             report = files.materialize(state, self.settings.component_dir, self.blobs, targets)
             if report.written or report.removed:
-                os.sync()  # the files are durable before the marker says they are current
+                # The files are durable before the marker says they are current.
+                fsutil.make_durable(report.paths, self.settings.component_dir)
             marker = {"component_dir": str(self.settings.component_dir), "seq": seq}
-            fsutil.atomic_write(self.marker_path, json.dumps(marker).encode(), mode=0o600)
+            # Not fsynced: a marker lost in a crash only lags, and a lagging marker means
+            # "repair", which is always safe.
+            fsutil.atomic_write(
+                self.marker_path, json.dumps(marker).encode(), mode=0o600, durable=False
+            )
         return report
 
     def check_dirs(self) -> None:
@@ -146,9 +156,11 @@ class Store:
                 self._lineage = conn.execute(select(store_identity.c.lineage)).scalar_one()
         return self._lineage
 
-    def state(self, at: int | None = None) -> State:
+    def state(self, at: int | None = None, scope: set[str] | None = None) -> State:
+        """The state at `at`; with a `scope`, only those components (plus the settings)."""
+        lazy = readmodel.LazyBodies(self.engine) if scope is None else None
         with self.reading() as conn:
-            return readmodel.state_at(conn, at)
+            return readmodel.state_at(conn, at, only=scope, settings=True, lazy=lazy)
 
     def component(self, component_id: str) -> Any:
         """One current component (reads only its rows), or NotFound."""
@@ -186,27 +198,32 @@ class Store:
         retry: bool = False,
         after: Callable[[State, list[log.StoredEvent]], None] | None = None,
         actor: str | None = None,
+        scope: set[str] | None = None,
     ) -> Outcome:
         """Decide on a snapshot, append with a version check, then materialize.
 
         A command that is safe to re-decide (`retry=True`) decides again on a conflict; others
-        report the conflict (exit 3) so the user can look at what changed.
+        report the conflict (exit 3) so the user can look at what changed. A command about
+        known components passes them as `scope`: it then decides on those components (and the
+        settings) only, which keeps a one-component change cheap on a store of thousands.
         """
         self.check_dirs()
         self.repair_files()
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
             with self.reading() as conn:
-                base = readmodel.state_at(conn)
+                base = readmodel.state_at(conn, only=scope, settings=True)
                 decision = decide(base)
+                if scope is not None:
+                    _check_scope(scope, decision.events)
                 if decision.events:
                     decision.events = self._with_paths(base, decision.events)
-                streams = sorted({ev.stream_of(e) for e in decision.events})
+                streams = sorted({log.stream_of(e) for e in decision.events})
                 expected = log.stream_versions(conn, streams)
             if not decision.events:
                 return Outcome(None, [], base, decision.summary)
             try:
-                with db.write_tx(self.engine) as wconn:
+                with db.write_tx(self.engine) as wconn, gc_paused():
                     appended = log.append(
                         wconn,
                         log.TxInfo(
@@ -219,7 +236,9 @@ class Store:
                         decision.events,
                         expected,
                     )
-                    readmodel.apply(wconn, appended.events, base, decision.events)
+                    readmodel.apply(
+                        wconn, appended.events, base, decision.events, appended.metadata
+                    )
             except ConflictError:
                 if attempt == attempts:
                     raise
@@ -251,16 +270,33 @@ class Store:
         have = (base.paths.component_dir, base.paths.secrets_dir) if base.paths else None
         if have == want:
             return new
+        from store import events as ev
+
         return [ev.PathsSet(component_dir=want[0], secrets_dir=want[1]), *new]
 
     # ------------------------------------------------------------ maintenance
 
     def rebuild(self) -> int:
         """Recompute the read models from the log under the write lock."""
-        with db.write_tx(self.engine) as conn:
-            stored = list(log.iter_all(conn))
-            readmodel.write_all(conn, readmodel.derive(stored))
-            return len(stored)
+        with db.write_tx(self.engine) as conn, gc_paused():
+            count = 0
+
+            def counted() -> Iterator[log.StoredEvent]:
+                nonlocal count
+                for se in log.iter_all(conn):
+                    count += 1
+                    yield se
+
+            readmodel.write_all(conn, readmodel.derive(counted(), validate=False))
+            return count
+
+
+def _check_scope(scope: set[str], new: list[ev.Event]) -> None:
+    """A scoped decision must not touch what it did not read: its read models would be wrong."""
+    for e in new:
+        cid = getattr(e, "component_id", None)
+        if cid is not None and cid not in scope:
+            raise StoreError(f"internal error: {e.type} for {cid!r} outside the command's scope")
 
 
 def open_store(settings: Settings) -> Store:

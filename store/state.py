@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from store.errors import ValidationError
 
+# The stream of instance settings; ids start with [A-Za-z0-9], so no component can take it.
+INSTANCE_STREAM = "_instance"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ID_RE = re.compile(ID_PATTERN)
 _STAMP_RE = re.compile(r'"validation_stamp":\{"file_size":(\d+),"mtime":(\d+),')
@@ -38,6 +40,9 @@ def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class Metadata(Mapping[str, Any]):
     """A component's ComponentMetadata, decoded only when someone looks inside.
 
@@ -45,14 +50,25 @@ class Metadata(Mapping[str, Any]):
     the stored JSON text; exports and files reuse that text as is.
     """
 
-    __slots__ = ("_doc", "_hash", "_raw")
+    __slots__ = ("_doc", "_hash", "_loader", "_raw")
 
-    def __init__(self, doc: Mapping[str, Any] | None = None, raw: str | None = None) -> None:
-        if doc is None and raw is None:
-            raise ValueError("Metadata needs a document or its JSON text")
+    def __init__(
+        self,
+        doc: Mapping[str, Any] | None = None,
+        raw: str | None = None,
+        *,
+        ref: str | None = None,
+        loader: Callable[[str], str] | None = None,
+    ) -> None:
+        """From a document, its JSON text, or a content hash (`ref`) plus a `loader` that
+        returns the text stored under that hash on first use (the read models hold the text
+        once, by hash, and most reads of a whole state never look at it)."""
+        if doc is None and raw is None and (ref is None or loader is None):
+            raise ValueError("Metadata needs a document, its JSON text or a loader")
         self._doc: dict[str, Any] | None = dict(doc) if doc is not None else None
         self._raw = raw
-        self._hash: str | None = None
+        self._hash: str | None = ref
+        self._loader = loader
 
     @classmethod
     def of(cls, value: Mapping[str, Any]) -> Metadata:
@@ -61,15 +77,19 @@ class Metadata(Mapping[str, Any]):
     @property
     def doc(self) -> dict[str, Any]:
         if self._doc is None:
-            assert self._raw is not None
-            self._doc = json.loads(self._raw)
+            self._doc = json.loads(self.raw)
         return self._doc
 
     @property
     def raw(self) -> str:
         """Compact JSON, key order kept (parameter order matters to a reader)."""
         if self._raw is None:
-            self._raw = json.dumps(self._doc, separators=(",", ":"), ensure_ascii=False)
+            if self._doc is None:
+                assert self._loader is not None and self._hash is not None
+                self._raw = self._loader(self._hash)
+                self._loader = None
+            else:
+                self._raw = _COMPACT(self._doc)
         return self._raw
 
     @property
@@ -81,8 +101,8 @@ class Metadata(Mapping[str, Any]):
     def stamp(self) -> tuple[int | None, int | None]:
         """(file_size, mtime) of the validation stamp, without decoding the tool schemas when
         the text has the usual layout."""
-        if self._doc is None and self._raw is not None:
-            m = _STAMP_RE.search(self._raw)
+        if self._doc is None:
+            m = _STAMP_RE.search(self.raw)
             if m:
                 return int(m.group(1)), int(m.group(2))
         st = self.doc.get("validation_stamp") or {}
@@ -103,6 +123,8 @@ class Metadata(Mapping[str, Any]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Metadata):
+            if self._hash is not None and self._hash == other._hash:
+                return True  # the same text (content-addressed), loaded or not
             if self._raw is not None and other._raw is not None and self._raw == other._raw:
                 return True
             return self.doc == other.doc
@@ -116,11 +138,62 @@ class Metadata(Mapping[str, Any]):
         return f"Metadata({self.doc!r})"
 
 
-@dataclass(frozen=True)
 class Policy:
-    policy_content: str
-    source_uri: str | None = None
-    attached_at: int | None = None
+    """A component's policy. Immutable; its text may be fetched by hash on first use."""
+
+    __slots__ = ("_content", "_hash", "_loader", "attached_at", "source_uri")
+
+    def __init__(
+        self,
+        policy_content: str | None = None,
+        source_uri: str | None = None,
+        attached_at: int | None = None,
+        *,
+        ref: str | None = None,
+        loader: Callable[[str], str] | None = None,
+    ) -> None:
+        if policy_content is None and (ref is None or loader is None):
+            raise ValueError("Policy needs its text or a loader")
+        self._content = policy_content
+        self._hash = ref
+        self._loader = loader
+        self.source_uri = source_uri
+        self.attached_at = attached_at
+
+    @property
+    def policy_content(self) -> str:
+        if self._content is None:
+            assert self._loader is not None and self._hash is not None
+            self._content = self._loader(self._hash)
+            self._loader = None
+        return self._content
+
+    @property
+    def sha256(self) -> str:
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.policy_content.encode()).hexdigest()
+        return self._hash
+
+    def with_content(self, policy_content: str) -> Policy:
+        return Policy(policy_content, self.source_uri, self.attached_at)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        if (self.source_uri, self.attached_at) != (other.source_uri, other.attached_at):
+            return False
+        if self._hash is not None and other._hash is not None:
+            return self._hash == other._hash
+        return self.policy_content == other.policy_content
+
+    def __hash__(self) -> int:
+        return hash((self.sha256, self.source_uri, self.attached_at))
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(policy_content={self.policy_content!r}, source_uri={self.source_uri!r}, "
+            f"attached_at={self.attached_at!r})"
+        )
 
 
 @dataclass(frozen=True)

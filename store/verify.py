@@ -84,6 +84,9 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
             )
         )
     }
+    from store.schema import store_identity
+
+    v2_from = conn.execute(select(store_identity.c.chain_v2_from)).scalar() or 1
     stream_versions: dict[str, int] = {}
     for se in log.iter_all(conn):
         report.events += 1
@@ -106,7 +109,8 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
             "data": se.data,
             "tx_digest": digests.get(se.tx_id),
         }
-        computed = log.chain_hash(prev_hash, row)
+        assert se.data_text is not None
+        computed = log.event_hash(prev_hash, row, se.data_text, v2_from)
         if computed != se.hash:
             report.problems.append(
                 f"seq {se.seq}: hash mismatch: the event or its transaction was edited, "

@@ -400,11 +400,12 @@ def test_hash_chain_is_recomputable_from_the_documented_fields(
             "stream_version": sv,
             "type": type_,
             "type_version": tv,
-            "data": json.loads(data),
             "txd": hashlib.sha256(tx_canonical.encode()).hexdigest(),
         }
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        assert stored == hashlib.sha256((prev + canonical).encode()).hexdigest()
+        # Chain v2 (every event of a store created at revision 0003): the header as canonical
+        # JSON, then the data exactly as stored.
+        header = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert stored == hashlib.sha256(f"{prev}\n{header}\n{data}".encode()).hexdigest()
         prev = stored
     with db.read_tx(engine) as conn:
         assert log.head(conn)[1] == prev
@@ -439,6 +440,45 @@ def test_hash_depends_on_every_hashed_field() -> None:
     for key, value in variants.items():
         assert log.chain_hash(log.GENESIS_HASH, {**row, key: value}) != base, key
     assert log.chain_hash("1" * 64, row) != base
+
+
+def test_chain_v2_depends_on_every_hashed_field_and_the_exact_data_text() -> None:
+    row: dict[str, Any] = {
+        "seq": 1,
+        "tx_id": 1,
+        "recorded_at": T0,
+        "actor": "a",
+        "kind": "change",
+        "stream": "_instance",
+        "stream_version": 1,
+        "type": "env.set",
+        "type_version": 1,
+        "tx_digest": "d" * 64,
+    }
+    text = '{"key":"A","value":"1"}'
+    base = log.chain_hash_v2(log.GENESIS_HASH, row, text)
+    variants = {
+        "seq": 2,
+        "tx_id": 2,
+        "recorded_at": T0 + 1,
+        "actor": "b",
+        "kind": "import",
+        "stream": "w",
+        "stream_version": 2,
+        "type": "env.unset",
+        "type_version": 2,
+        "tx_digest": "e" * 64,
+    }
+    for key, value in variants.items():
+        assert log.chain_hash_v2(log.GENESIS_HASH, {**row, key: value}, text) != base, key
+    assert log.chain_hash_v2("1" * 64, row, text) != base
+    # The same data reformatted is another text: v2 detects even a semantically equal edit.
+    assert log.chain_hash_v2(log.GENESIS_HASH, row, '{"value":"1","key":"A"}') != base
+    # Which version a seq uses is decided by where the store switched.
+    assert log.event_hash(log.GENESIS_HASH, row, text, 1) == base
+    assert log.event_hash(
+        log.GENESIS_HASH, {**row, "data": {"key": "A", "value": "1"}}, text, 2
+    ) == (log.chain_hash(log.GENESIS_HASH, {**row, "data": {"key": "A", "value": "1"}}))
 
 
 def test_unicode_data_round_trips(engine: Engine) -> None:

@@ -231,18 +231,20 @@ def rewrite_chain(path: Path, seq: int, edit: Any) -> None:
             " FROM events e JOIN transactions t ON t.id = e.tx_id ORDER BY e.seq"
         ).fetchall()
         prev = log.GENESIS_HASH
+        (v2_from,) = c.execute("SELECT chain_v2_from FROM store_identity").fetchone()
         c.execute("BEGIN")
         for s, tx, at, actor, kind, stream, sv, type_, tv, data, cmd, why, det in rows:
             parsed = json.loads(data)
             if s == seq:
                 parsed = edit(parsed)
-                c.execute("UPDATE events SET data = ? WHERE seq = ?", (json.dumps(parsed), s))
+                data = json.dumps(parsed)
+                c.execute("UPDATE events SET data = ? WHERE seq = ?", (data, s))
             row = {
                 "seq": s, "tx_id": tx, "recorded_at": at, "actor": actor, "kind": kind,
                 "stream": stream, "stream_version": sv, "type": type_, "type_version": tv,
                 "data": parsed, "tx_digest": log.tx_digest(cmd, why, json.loads(det)),
             }  # fmt: skip
-            prev = log.chain_hash(prev, row)
+            prev = log.event_hash(prev, row, data, v2_from)
             c.execute("UPDATE events SET hash = ? WHERE seq = ?", (prev, s))
         c.execute("COMMIT")
 
