@@ -576,9 +576,7 @@ def _steady_seqs(stats: dict[str, Any], n: int, rng: random.Random) -> list[int]
     return [rng.randint(lo, max(lo, hi)) for _ in range(n)]
 
 
-def _state_samples(
-    ctx: Ctx, name: str, full: bool = False
-) -> tuple[list[float], list[float], int]:
+def _state_samples(ctx: Ctx, name: str, full: bool = False) -> tuple[list[float], list[float], int]:
     """`Store.state(at)` at random points; with `full`, every metadata and policy text of
     the state is read as well (what an export or a materialization needs)."""
     root, stats = ctx.store_dir(name)

@@ -471,9 +471,7 @@ def diff(app: App, since: str, until: str | None) -> None:
         b, _ = _point(app, conn, until)
         # Metadata is compared by hash first: only changed components' texts are fetched.
         lazy = readmodel.LazyBodies(app.store.engine)
-        changes = do(
-            readmodel.state_at(conn, a, lazy=lazy), readmodel.state_at(conn, b, lazy=lazy)
-        )
+        changes = do(readmodel.state_at(conn, a, lazy=lazy), readmodel.state_at(conn, b, lazy=lazy))
     data = [c.as_dict() for c in changes]
     rows = [(c.component_id or "-", c.field, _short(c.before), _short(c.after)) for c in changes]
     text = (
