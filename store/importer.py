@@ -94,7 +94,7 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
 
     snap = parse_snapshot(data, fmt, policy_check=policy_check)  # type: ignore[arg-type]
     _check_key_names(snap)
-    doc = snap.to_doc()
+    doc = snap.to_doc(share=True)  # read, never changed
     out = PreparedFile(
         sha256=hashlib.sha256(data).hexdigest(),
         version=snap.version,

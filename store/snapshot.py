@@ -445,12 +445,14 @@ class Snapshot(BaseModel):
             first[comp.component_id] = i
         return sorted(value, key=lambda c: c.component_id)
 
-    def to_doc(self) -> dict[str, Any]:
-        """The canonical document `render_snapshot` consumes (additive fields omitted if None)."""
+    def to_doc(self, share: bool = False) -> dict[str, Any]:
+        """The canonical document `render_snapshot` consumes (additive fields omitted if None).
+
+        `share`: tool schemas are the model's own objects, not copies (read-only callers)."""
         doc: dict[str, Any] = {
             "version": self.version,
             "exported_at": self.exported_at,
-            "components": [_component_doc(c) for c in self.components],
+            "components": [_component_doc(c, share) for c in self.components],
             "environment": dict(self.environment),
             "paths": {
                 "component_dir": self.paths.component_dir,
@@ -468,19 +470,25 @@ class Snapshot(BaseModel):
         return doc
 
 
-def _tool_doc(tool: ToolSchema) -> dict[str, Any]:
+def _same(value: Any) -> Any:
+    return value
+
+
+def _tool_doc(tool: ToolSchema, share: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": tool.name}
     if tool.description is not None:
         doc["description"] = tool.description
     # Deep copies: the document is the caller's to change; the frozen model must not follow.
-    doc["inputSchema"] = copy.deepcopy(tool.input_schema)
+    # `share`: a caller that never changes it (the importer) saves copying every schema.
+    dup: Callable[[Any], Any] = _same if share else copy.deepcopy
+    doc["inputSchema"] = dup(tool.input_schema)
     if tool.output_schema is not None:
-        doc["outputSchema"] = copy.deepcopy(tool.output_schema)
-    doc.update(copy.deepcopy(tool.model_extra or {}))
+        doc["outputSchema"] = dup(tool.output_schema)
+    doc.update(dup(tool.model_extra or {}))
     return doc
 
 
-def _component_doc(comp: SnapshotComponent) -> dict[str, Any]:
+def _component_doc(comp: SnapshotComponent, share: bool = False) -> dict[str, Any]:
     meta = comp.metadata
     policy = comp.policy
     doc: dict[str, Any] = {
@@ -489,7 +497,7 @@ def _component_doc(comp: SnapshotComponent) -> dict[str, Any]:
         if meta is None
         else {
             "component_id": meta.component_id,
-            "tool_schemas": [_tool_doc(t) for t in meta.tool_schemas],
+            "tool_schemas": [_tool_doc(t, share) for t in meta.tool_schemas],
             "function_identifiers": [
                 {
                     "package_name": f.package_name,
@@ -818,31 +826,49 @@ def _load_yaml(text: str) -> Any:
 def _check_plain(value: Any) -> None:
     """Checks shared by JSON, YAML and documents handed to `render_snapshot`: only JSON types
     (string keys, finite numbers, encodable strings), no duplicate keys, bounded nesting."""
-    stack: list[tuple[str, Any, int]] = [("", value, 0)]
+    # A node's path is kept as (parent, key) links and spelled out only for an error: a large
+    # snapshot has millions of nodes and building every path string cost more than the checks.
+    stack: list[tuple[Any, Any, int]] = [(None, value, 0)]
     while stack:
-        path, item, depth = stack.pop()
+        link, item, depth = stack.pop()
         if isinstance(item, dict):
             if isinstance(item, _DuplicateKeys):
-                raise _fail(path, f"duplicate key {_show(item.duplicate)}")
+                raise _fail(_spell(link), f"duplicate key {_show(item.duplicate)}")
             if depth >= MAX_NESTING_DEPTH:
-                raise _fail(path, f"nests deeper than {MAX_NESTING_DEPTH} levels")
+                raise _fail(_spell(link), f"nests deeper than {MAX_NESTING_DEPTH} levels")
             for key in reversed(list(item)):
                 if not isinstance(key, str):
-                    raise _fail(path, f"mapping keys must be strings, got {_type_name(key)}")
-                _check_text(path, key)
-                stack.append((_join(path, key), item[key], depth + 1))
+                    raise _fail(
+                        _spell(link), f"mapping keys must be strings, got {_type_name(key)}"
+                    )
+                if not key.isascii():
+                    _check_text(_spell(link), key)
+                stack.append(((link, key), item[key], depth + 1))
         elif isinstance(item, list):
             if depth >= MAX_NESTING_DEPTH:
-                raise _fail(path, f"nests deeper than {MAX_NESTING_DEPTH} levels")
+                raise _fail(_spell(link), f"nests deeper than {MAX_NESTING_DEPTH} levels")
             for i in range(len(item) - 1, -1, -1):
-                stack.append((_join(path, i), item[i], depth + 1))
+                stack.append(((link, i), item[i], depth + 1))
         elif isinstance(item, str):
-            _check_text(path, item)
+            if not item.isascii():  # only non-ASCII text can hold a surrogate
+                _check_text(_spell(link), item)
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise _fail(path, "numbers must be finite")
+                raise _fail(_spell(link), "numbers must be finite")
         elif item is not None and not isinstance(item, bool | int):
-            raise _fail(path, f"not a JSON value ({type(item).__name__})")
+            raise _fail(_spell(link), f"not a JSON value ({type(item).__name__})")
+
+
+def _spell(link: Any) -> str:
+    """The path of a (parent, key) link chain, as `_join` writes it."""
+    keys: list[str | int] = []
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    path = ""
+    for key in reversed(keys):
+        path = _join(path, key)
+    return path
 
 
 def _check_text(path: str, text: str) -> None:
