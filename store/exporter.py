@@ -126,6 +126,10 @@ _YAML_SPECIAL = {
 # YAML 1.1 reads 1e5 (no dot) as a string: such JSON goes through the generic emitter.
 # Numbers follow ':', '[' or ','; a match inside a string only costs the slow path.
 _EXPONENT = re.compile(r"[:\[,] ?-?[0-9]+(?:\.[0-9]+)?[eE]")
+# Stored metadata text comes from Python's JSON encoder, whose floats always write a signed
+# exponent ("1e+16"): without "e+"/"e-" before a digit the text has no exponent number, and
+# this search is three times faster than the one above.
+_EXPONENT_HINT = re.compile(r"e[+-][0-9]")
 
 
 def _yq(text: str) -> str:
@@ -175,7 +179,7 @@ def render_state_yaml(doc: dict[str, Any]) -> bytes:
         meta = c["metadata"]
         if not isinstance(meta, Metadata):
             out.append(f"  metadata: {_yaml_flow(meta)}")
-        elif _EXPONENT.search(meta.raw):
+        elif _EXPONENT_HINT.search(meta.raw) and _EXPONENT.search(meta.raw):
             out.append(f"  metadata: {_yaml_flow(meta.doc)}")
         else:
             out.append(f"  metadata: {_escape(meta.raw)}")

@@ -365,7 +365,7 @@ class LazyBodies:
             self.pending = set()
             with db.read_tx(self.engine) as conn:
                 self.loaded.update(_bodies(conn, refs))
-        body = self.loaded.pop(ref, None)
+        body = self.loaded.get(ref)  # kept: components can share a text (same policy)
         if body is None:
             raise StoreError(f"content {ref[:12]} is missing from the store (run 'state verify')")
         return body

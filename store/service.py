@@ -212,7 +212,10 @@ class Store:
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
             with self.reading() as conn:
-                base = readmodel.state_at(conn, only=scope, settings=True)
+                # Unscoped decisions (attach, import, rollback) compare components by content
+                # hash: texts are fetched only if a decision reads them.
+                lazy = readmodel.LazyBodies(self.engine) if scope is None else None
+                base = readmodel.state_at(conn, only=scope, settings=True, lazy=lazy)
                 decision = decide(base)
                 if scope is not None:
                     _check_scope(scope, decision.events)

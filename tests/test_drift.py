@@ -82,7 +82,14 @@ def test_sync_records_every_outside_change_as_one_transaction(env: Env) -> None:
     assert len(warnings(exported)) == 1 and "state sync" in warnings(exported)[0]
     verified = ok(env.run("state", "verify"))
     assert len(warnings(verified)) == 1
-    assert all_events(env) == before  # neither records anything
+    # An export of a past point holds nothing the files hold now: no scan, no warning; an
+    # export "at" the head is the current state and warns like a plain one.
+    head = all_events(env)[-1].seq
+    past = ok(env.run("state", "export", str(env.root / "past.json"), "--at", f"seq:{head - 1}"))
+    assert warnings(past) == []
+    at_head = ok(env.run("state", "export", str(env.root / "h.json"), "--at", f"seq:{head}"))
+    assert len(warnings(at_head)) == 1 and "state sync" in warnings(at_head)[0]
+    assert all_events(env) == before  # none of them records anything
 
     out = json.loads(ok(env.run("state", "sync", "-o", "json")).out)
     assert out["status"] == "ok" and isinstance(out["tx"], int)
