@@ -207,22 +207,8 @@ def apply(
 
 
 def _write_blobs(conn: Connection, blobs: Mapping[str, str]) -> None:
-    if not blobs:
-        return
-    known: set[str] = set()
-    hashes = list(blobs)
-    for i in range(0, len(hashes), 500):
-        chunk = hashes[i : i + 500]
-        known.update(
-            conn.execute(select(contents.c.hash).where(contents.c.hash.in_(chunk))).scalars()
-        )
-    db.bulk_insert(
-        conn,
-        contents,
-        ("hash", "body"),
-        [(h, b) for h, b in blobs.items() if h not in known],
-        ignore_existing=True,
-    )
+    """Content-addressed: a text already stored is the same text, so conflicts are skipped."""
+    db.bulk_insert(conn, contents, ("hash", "body"), list(blobs.items()), ignore_existing=True)
 
 
 # ---------------------------------------------------------------- full derivation
