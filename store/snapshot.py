@@ -36,6 +36,7 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from store.errors import ValidationError
+from store.gcutil import gc_paused
 
 __all__ = [
     "ID_RE",
@@ -664,11 +665,12 @@ _BaseDumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class _YamlRefused(Exception):
-    def __init__(self, message: str, mark: Any, path: str = "") -> None:
+    def __init__(self, message: str, mark: Any, path: Any = "") -> None:
         super().__init__(message)
         self.message = message
         self.mark = mark
-        self.path = path
+        # A spelled path, or the composer's (parent, key) link chain.
+        self.path = path if isinstance(path, str) else _spell(path)
 
 
 def _mark(mark: Any) -> Any:
@@ -691,7 +693,7 @@ class _StateLoader(_BaseLoader):  # type: ignore[misc]
         node: Node | None = None
         if not self.check_event(StreamEndEvent):
             self.get_event()  # DocumentStart
-            node = self._compose(0, "")
+            node = self._compose(0, None)
             self.get_event()  # DocumentEnd
         if not self.check_event(StreamEndEvent):
             event = self.get_event()
@@ -699,7 +701,8 @@ class _StateLoader(_BaseLoader):  # type: ignore[misc]
         self.get_event()
         return node
 
-    def _compose(self, depth: int, path: str) -> Node:
+    def _compose(self, depth: int, path: Any) -> Node:
+        # `path` is a (parent, key) link chain, spelled out only for an error (see _spell).
         event: Any = self.peek_event()
         if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _YamlRefused(
@@ -728,7 +731,7 @@ class _StateLoader(_BaseLoader):  # type: ignore[misc]
                 raise self._bad_tag(tag, event, path)
             seq = SequenceNode(tag, [], _mark(event.start_mark), None, flow_style=event.flow_style)
             while not self.check_event(SequenceEndEvent):
-                seq.value.append(self._compose(depth + 1, _join(path, len(seq.value))))
+                seq.value.append(self._compose(depth + 1, (path, len(seq.value))))
             seq.end_mark = self.get_event().end_mark
             return seq
         if isinstance(event, MappingStartEvent):
@@ -754,14 +757,14 @@ class _StateLoader(_BaseLoader):  # type: ignore[misc]
                         f"duplicate key {_show(key.value)}", key_event.start_mark, path
                     )
                 seen.add(key.value)
-                value = self._compose(depth + 1, _join(path, key.value))
+                value = self._compose(depth + 1, (path, key.value))
                 mapping.value.append((key, value))
             mapping.end_mark = self.get_event().end_mark
             return mapping
         raise _YamlRefused("unexpected YAML event", event.start_mark, path)  # pragma: no cover
 
     @staticmethod
-    def _bad_tag(tag: str, event: Any, path: str) -> _YamlRefused:
+    def _bad_tag(tag: str, event: Any, path: Any) -> _YamlRefused:
         if tag == f"{_Y}merge":
             return _YamlRefused(
                 "YAML merge keys ('<<') are not allowed in state files", event.start_mark, path
@@ -803,7 +806,102 @@ def _run_yaml_loader(text: str) -> Any:
         loader.dispose()
 
 
-def _load_yaml(text: str) -> Any:
+# ----- YAML with spliced metadata lines ------------------------------------------------------
+#
+# `state export` writes each component's metadata as one line of compact JSON (valid YAML flow
+# style). Composing those tens of MB node by node in Python is nearly all of a large YAML
+# import, so such lines are read with `json` instead, where that provably gives what the YAML
+# reader would: the text must be exactly the compact JSON of what it parses to (the exporter's
+# form, whose YAML reading a property test pins), hold no number with an exponent (YAML 1.1
+# reads `1e+16` as a string), no character the YAML reader refuses or treats as a line break,
+# no repeated key, and nest within the depth limit. Every other case, and any doubt afterwards,
+# goes through the YAML reader unchanged, so results and error messages are the same.
+
+_SPLICED_LINE = re.compile(r"^( *metadata: )(\{.*\})$", re.MULTILINE)
+_SPLICE_UNSAFE = re.compile(
+    "[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\ufeff]"
+)
+_SPLICE_MIN = 256  # shorter lines are not worth it
+
+
+class _NotSpliceable(Exception):
+    pass
+
+
+def _splice_float(text: str) -> float:
+    if "e" in text or "E" in text:
+        raise _NotSpliceable(text)
+    return float(text)
+
+
+def _splice_constant(name: str) -> Any:
+    raise _NotSpliceable(name)
+
+
+def _json_line_value(text: str) -> Any:
+    """The value of one spliced line, or _NotSpliceable."""
+    if (text.isascii() and "\x7f" in text) or (not text.isascii() and _SPLICE_UNSAFE.search(text)):
+        raise _NotSpliceable("character")
+    try:
+        # No pairs hook: a repeated key keeps only its last value, so the text is then not
+        # the compact form of the result and the line is refused below.
+        value = json.loads(text, parse_float=_splice_float, parse_constant=_splice_constant)
+    except (ValueError, RecursionError):
+        raise _NotSpliceable("json") from None
+    if _compact(value) != text:
+        raise _NotSpliceable("not the exporter's form")
+    # Collections below the component's metadata (YAML depth 3) must stay under the limit.
+    brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text)).translate(_BRACKETS)
+    for _ in range(MAX_NESTING_DEPTH - 3):
+        if "[]" not in brackets:
+            return value
+        brackets = brackets.replace("[]", "")
+    if "[]" in brackets:
+        raise _NotSpliceable("depth")
+    return value
+
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _load_yaml_spliced(text: str) -> Any | None:
+    """The document with metadata lines read as JSON, or None to read it all as YAML."""
+    values: list[Any] = []
+    tag = f"__wassette_spliced_{uuid.uuid4().hex}_"
+
+    def swap(m: re.Match[str]) -> str:
+        if len(m.group(2)) < _SPLICE_MIN:
+            return m.group(0)
+        try:
+            values.append(_json_line_value(m.group(2)))
+        except _NotSpliceable:
+            return m.group(0)
+        return f"{m.group(1)}{tag}{len(values) - 1}"
+
+    reduced = _SPLICED_LINE.sub(swap, text)
+    if not values:
+        return None
+    try:
+        doc = _run_yaml_loader(reduced)
+    except Exception:  # the YAML reader, on the original text, says what is wrong
+        return None
+    comps = doc.get("components") if isinstance(doc, dict) else None
+    placed = 0
+    for comp in comps if isinstance(comps, list) else []:
+        meta = comp.get("metadata") if isinstance(comp, dict) else None
+        if isinstance(meta, str) and meta.startswith(tag):
+            index = int(meta[len(tag) :])
+            comp["metadata"] = values[index]
+            placed += 1
+    # Each placeholder must have landed where it was made, as a component's metadata (a line
+    # that only looked like one, e.g. inside a block scalar, shows up as a miss here).
+    return doc if placed == len(values) else None
+
+
+def _load_yaml(text: str, splice: bool = True) -> Any:
+    spliced = _load_yaml_spliced(text) if splice else None
+    if spliced is not None:
+        return spliced
     try:
         return _run_yaml_loader(text)
     except _YamlRefused as exc:
@@ -1042,9 +1140,10 @@ def parse_snapshot(
         raise ValidationError(f"unknown state file format {_show(fmt)} (expected json or yaml)")
     text = _decode(data)
     _check_node_budget(text, fmt)
-    doc = _load_json(text) if fmt == "json" else _load_yaml(text)
-    _check_plain(doc)
-    snapshot, index = _validate(doc)
+    with gc_paused():  # millions of fresh containers, no cycles among them
+        doc = _load_json(text) if fmt == "json" else _load_yaml(text)
+        _check_plain(doc)
+        snapshot, index = _validate(doc)
     if policy_check is not None:
         _run_policy_checks(snapshot, index, policy_check)
     return snapshot
