@@ -3,7 +3,10 @@ server granting a permission), found by comparing the files with the current sta
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,21 +55,98 @@ def detect(
     an import or a rollback), not removed by hand.
     """
     found = Found([], [], {})
+    # One listing per directory instead of two or three stat calls per file and a Path per
+    # name: at 10k components those, and YAML parsing, were nearly all of the scan's time.
+    components = _Dir(component_dir)
+    secrets = _Dir(secrets_dir)
+    reader = _KeyReader()
     for cid in sorted(state.components):
+        c = state.components[cid]
         seen = len(found.events)
-        _component(state.components[cid], component_dir, introspect, found)
-        if any(isinstance(e, ev.ComponentDetached) for e in found.events[seen:]):
+        _component(c, components, introspect, found)
+        if len(found.events) > seen and any(
+            isinstance(e, ev.ComponentDetached) for e in found.events[seen:]
+        ):
             continue  # its wasm is gone: the component leaves with its keys (no events after)
-        _secret_keys(state.components[cid], secrets_dir, found, last_secret_change)
+        _secret_keys(c, secrets_dir, found, last_secret_change, secrets, reader)
     if component_dir.is_dir():
-        for entry in sorted(os.scandir(component_dir), key=lambda e: e.name):
-            if not entry.name.endswith(".wasm") or entry.is_symlink() or not entry.is_file():
+        listed = components.entries
+        entries = listed.values() if listed is not None else os.scandir(component_dir)
+        # Wasm files of no component, in name order (filtered first: the dir holds 4 files
+        # per component, nearly all of them known).
+        unknown = [
+            e for e in entries if e.name.endswith(".wasm") and e.name[:-5] not in state.components
+        ]
+        for entry in sorted(unknown, key=lambda e: e.name):
+            if entry.is_symlink() or not entry.is_file():
                 continue
             cid = entry.name[: -len(".wasm")]
-            if cid in state.components or not ID_RE.fullmatch(cid):
+            if not ID_RE.fullmatch(cid):
                 continue
-            _new_component(cid, Path(entry.path), component_dir, introspect, found)
+            _new_component(cid, Path(entry.path), components, introspect, found)
     return found
+
+
+class _Dir:
+    """A directory listed once (os.scandir), so that checking a file costs no stat of its own.
+
+    A name the listing holds is answered from it; a name it lacks, or every name when the
+    directory could not be listed, gets the per-file checks (`fsutil.read_if_file`, `is_file`)
+    the scan has always made: on a case-insensitive file system `Foo.wasm` can be `foo.wasm`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._prefix = os.path.join(path, "")
+        self.entries: dict[str, os.DirEntry[str]] | None
+        try:
+            with os.scandir(path) as it:
+                self.entries = {e.name: e for e in it}
+        except OSError:
+            self.entries = None
+
+    def _entry(self, name: str) -> os.DirEntry[str] | None:
+        return self.entries.get(name) if self.entries is not None else None
+
+    def regular_stat(self, name: str) -> os.stat_result | None:
+        """The stat of a regular file (a symlink is not one), None when there is none."""
+        entry = self._entry(name)
+        if entry is None:
+            path = self.path / name
+            if path.is_symlink() or not path.is_file():
+                return None
+            return path.stat()
+        if not entry.is_file(follow_symlinks=False):  # a symlink, a directory...
+            return None
+        try:
+            return entry.stat()
+        except FileNotFoundError:  # removed since the listing: what checking now would say
+            return None
+
+    def read(self, name: str) -> bytes | None:
+        """`fsutil.read_if_file`: the bytes of a regular file, None when absent or a symlink."""
+        entry = self._entry(name)
+        if entry is None:
+            return fsutil.read_if_file(self.path / name)
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        try:
+            fd = os.open(self._prefix + name, _READ_FLAGS)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):  # gone, or a symlink now: absent
+                return None
+            raise
+        try:
+            chunks = [os.read(fd, _CHUNK)]
+            while chunks[-1]:  # to the end, as read_bytes reads
+                chunks.append(os.read(fd, _CHUNK))
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_CHUNK = 1 << 16
 
 
 def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found) -> None:
@@ -85,17 +165,16 @@ def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found
     )
 
 
-def _component(c: Component, component_dir: Path, introspect: Any, found: Found) -> None:
+def _component(c: Component, components: _Dir, introspect: Any, found: Found) -> None:
     cid = c.component_id
-    paths = files.component_files(component_dir, cid)
-    wasm = paths[".wasm"]
-    if wasm.is_symlink() or not wasm.is_file():
+    st = components.regular_stat(f"{cid}.wasm")  # the names of files.component_files
+    if st is None:
         found.drifts.append(Drift(cid, "wasm file deleted: the component is gone"))
         found.events.append(ev.ComponentDetached(component_id=cid))
         return
-    st = wasm.stat()
     size, mtime = _stamp(c)
     if (st.st_size, int(st.st_mtime)) != (size, mtime):
+        wasm = components.path / f"{cid}.wasm"
         data = wasm.read_bytes()
         sha = files.sha256_hex(data)
         if sha != c.wasm_sha256:
@@ -106,20 +185,26 @@ def _component(c: Component, component_dir: Path, introspect: Any, found: Found)
             else:
                 found.drifts.append(Drift(cid, f"wasm replaced (sha256 {sha[:12]})"))
                 _adopt(cid, data, sha, wasm, tools, found)
-    _policy(c, paths[".policy.yaml"], found)
+    _policy(c, components, found)
 
 
-def _policy(c: Component, path: Path, found: Found) -> None:
-    from store.policy import parse_policy
-
+def _policy(c: Component, components: _Dir, found: Found) -> None:
     cid = c.component_id
-    raw = fsutil.read_if_file(path)
+    name = f"{cid}.policy.yaml"
+    raw = components.read(name)
     current = c.policy.policy_content if c.policy else None
     if raw is None:
         if current is not None:
             found.drifts.append(Drift(cid, "policy file deleted"))
             found.events.append(ev.PolicyDetached(component_id=cid))
         return
+    if current is not None and _decodes_to(raw, current):
+        # The file holds the state's policy byte for byte (what materialization writes). The
+        # parse below could only end in "equal" or in "invalid, but unchanged": no drift
+        # either way, so it is skipped.
+        return
+    from store.policy import parse_policy
+
     try:
         text = raw.decode("utf-8")
         parse_policy(text)
@@ -129,6 +214,7 @@ def _policy(c: Component, path: Path, found: Found) -> None:
         return
     if current == text:
         return
+    path = components.path / name
     if current is None:
         found.drifts.append(Drift(cid, "policy file added"))
         found.events.append(
@@ -150,16 +236,31 @@ def _policy(c: Component, path: Path, found: Found) -> None:
         )
 
 
+def _decodes_to(raw: bytes, text: str) -> bool:
+    """raw == text.encode(), without encoding (a str from the log may not be encodable)."""
+    try:
+        return raw.decode("utf-8") == text
+    except UnicodeDecodeError:
+        return False
+
+
 def _secret_keys(
-    c: Component, secrets_dir: Path, found: Found, last_secret_change: Any = None
+    c: Component,
+    secrets_dir: Path,
+    found: Found,
+    last_secret_change: Any,
+    secrets: _Dir,
+    reader: _KeyReader,
 ) -> None:
     cid = c.component_id
     try:
-        on_disk = set(secret_files.read_values(secrets_dir, cid))
+        on_disk = _secret_key_set(secrets_dir, cid, secrets, reader)
     except ValidationError as e:
         found.drifts.append(Drift(cid, f"secrets file unreadable: {e}", False))
         return
     declared = set(c.secret_keys)
+    if on_disk == declared:
+        return  # nothing added, nothing removed
     added = sorted(k for k in on_disk - declared if _valid_key(k))
     removed = sorted(declared - on_disk)
     if removed and not _edited_since_declared(secrets_dir, cid, last_secret_change):
@@ -170,6 +271,99 @@ def _secret_keys(
     if removed:
         found.drifts.append(Drift(cid, f"secret keys removed by hand: {', '.join(removed)}"))
         found.events.append(ev.SecretKeysDeleted(component_id=cid, keys=removed))
+
+
+def _secret_key_set(secrets_dir: Path, cid: str, secrets: _Dir, reader: _KeyReader) -> set[str]:
+    """The keys `secrets.read_values` finds in the component's secrets file.
+
+    A file in the shape `secrets.write_values` writes is read by `reader`, without a YAML
+    parser; anything else (edited by hand, unusual values, absent) goes to read_values.
+    """
+    # The name secrets.secrets_file gives, without building a Path per component.
+    raw = secrets.read(f"{secret_files.sanitize(cid)}.yaml")
+    keys = reader.keys(raw) if raw else None
+    if keys is not None:
+        return keys
+    return set(secret_files.read_values(secrets_dir, cid))
+
+
+# A secrets file as PyYAML's block dumper writes a map of strings: lines `KEY: value`, each a
+# plain key, ": ", and a one-line value, either single-quoted (printable ASCII, '' for a
+# quote) or plain (printable ASCII; no indicator first; words split by single spaces, none
+# starting with '#' or ':'; a ':' only before a non-space). Such a file is a block mapping of
+# scalars and nothing else, so YAML reads it as a map with exactly these keys; each is a
+# string unless the resolver types a plain scalar (`true`, `1.5`, `~`...): see _KeyReader.
+_WORD = rb"[!-9;-~]*+(?::++[!-9;-~]++)*+"  # printable, no space, no ':' at the end
+_PLAIN = rb"-?[A-Za-z0-9_./+=]" + _WORD + rb"(?: [!\"$-9;-~]" + _WORD + rb")*+"
+_QUOTED = rb"'[ -&(-~]*+(?:''[ -&(-~]*+)*+'"
+_SECRETS_FILE = re.compile(  # possessive (no backtracking): it only ever matches less
+    rb"(?:[A-Za-z_][A-Za-z0-9_.-]{0,255}+: (?:" + _QUOTED + rb"|" + _PLAIN + rb")\n)+"
+)
+
+
+class _KeyReader:
+    """Reads the key set of secrets files that `_SECRETS_FILE` matches whole, for one scan.
+
+    For such a file yaml.load gives a map with exactly these keys, each a string unless the
+    loader's resolver types a plain scalar (`true`, `1.5`, `~`...): then, or for any other
+    file, `keys` says None and the file is left to `secrets.read_values`. The resolver's rules
+    are read once per scan (nothing registers rules while a scan runs).
+    """
+
+    def __init__(self) -> None:
+        loader = secret_files._Loader
+        self.implicit: dict[Any, list[tuple[str, re.Pattern[str]]]] = loader.yaml_implicit_resolvers
+        self.str_tag: str = loader.DEFAULT_SCALAR_TAG
+        # yaml.resolver.BaseResolver.resolve, for plain scalars, is the rules of the first
+        # character, first match wins, else the default (str); path or wildcard rules would
+        # make it depend on more, so such a loader gets no fast path.
+        self.usable = not loader.yaml_path_resolvers and None not in self.implicit
+        self.typed_value = _typed_value_re(tuple(sorted(c for c in self.implicit if c)))
+        self.is_str: dict[str, bool] = {}  # plain scalar -> read as a string (keys repeat)
+
+    def keys(self, raw: bytes) -> set[str] | None:
+        if not self.usable or not _SECRETS_FILE.fullmatch(raw):
+            return None
+        lines = raw.decode("ascii").split("\n")
+        lines.pop()  # after the last "\n"
+        implicit = self.implicit
+        if self.typed_value.search(raw):  # a value may start with a character that has rules
+            entries = [line.partition(": ") for line in lines]
+            for _, _, value in entries:
+                if value[0] != "'" and value[0] in implicit and not self.plain_is_str(value):
+                    return None
+            keys = {key for key, _, _ in entries}
+        else:  # every value follows the line's first ": ", none starts with such a character
+            keys = {line[: line.index(": ")] for line in lines}
+        for key in keys:
+            if key[0] in implicit and not self.plain_is_str(key):
+                return None
+        return keys
+
+    def plain_is_str(self, scalar: str) -> bool:
+        known = self.is_str.get(scalar)
+        if known is None:
+            known = True
+            for tag, regexp in self.implicit.get(scalar[0], ()):
+                if regexp.match(scalar):
+                    known = tag == self.str_tag
+                    break
+            self.is_str[scalar] = known
+        return known
+
+
+@functools.lru_cache(maxsize=8)
+def _typed_value_re(first_chars: tuple[str, ...]) -> re.Pattern[bytes]:
+    """': ' then one of these characters (non-ASCII ones never pass _SECRETS_FILE)."""
+    ascii_chars = [c for c in first_chars if c.isascii()]
+    if not ascii_chars:
+        return re.compile(rb"(?!)")
+    return re.compile(b": [" + b"".join(re.escape(c).encode() for c in ascii_chars) + b"]")
+
+
+def _written_keys(raw: bytes) -> set[str] | None:
+    """The keys of a secrets file read without a YAML parser; None: not a file it can read."""
+    return _KeyReader().keys(raw)
 
 
 def _edited_since_declared(secrets_dir: Path, cid: str, last_secret_change: Any) -> bool:
@@ -188,9 +382,7 @@ def _valid_key(key: str) -> bool:
     return bool(ENV_KEY_RE.fullmatch(key))
 
 
-def _new_component(
-    cid: str, wasm: Path, component_dir: Path, introspect: Any, found: Found
-) -> None:
+def _new_component(cid: str, wasm: Path, components: _Dir, introspect: Any, found: Found) -> None:
     data = wasm.read_bytes()
     sha = files.sha256_hex(data)
     try:
@@ -201,7 +393,7 @@ def _new_component(
     found.drifts.append(Drift(cid, "component added by hand"))
     _adopt(cid, data, sha, wasm, tools, found)
     comp = Component(cid, wasm.as_uri(), sha, Metadata({}))
-    _policy(comp, component_dir / f"{cid}.policy.yaml", found)
+    _policy(comp, components, found)
 
 
 def find(store: Any) -> Found:
