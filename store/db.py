@@ -186,7 +186,14 @@ def bulk_insert(
     sql, positional = cached
     params: Any = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
         cursor.executemany(sql, params)
+    except dbapi_error as e:
+        # Wrapped as Core would (IntegrityError, OperationalError, ...): write_tx turns a lost
+        # stream race into a ConflictError and any other driver error into a StoreError.
+        raise sa_exc.DBAPIError.instance(
+            sql, None, e, dbapi_error, hide_parameters=True, dialect=conn.dialect, ismulti=True
+        ) from e
     finally:
         cursor.close()

@@ -258,15 +258,17 @@ _META_KEY = ',"metadata":'
 def _stored_metadata(se: StoredEvent) -> Metadata | None:
     """An attach's metadata as the very text stored in the log, without re-encoding it.
 
-    The log writes `metadata` as the last field of an attach; the first `,"metadata":` of the
-    text is that key (a quote inside a JSON string is always escaped, so no string value can
-    hold the pattern), and the rest up to the closing brace is the compact metadata text.
+    The log writes `metadata` as the last field of an attach, after the compact encoding of
+    the other (small) fields: when the text starts with exactly those, the rest up to the
+    closing brace is the compact metadata text. Any other layout (stores written before the
+    stored form kept this order held sorted keys) is re-encoded from the data instead.
     """
     if se.type != "component.attached" or se.data_text is None:
         return None
     text = se.data_text
-    at = text.find(_META_KEY)
-    if at < 0 or not text.endswith("}"):
+    head = compact({k: v for k, v in se.data.items() if k != "metadata"})
+    at = len(head) - 1
+    if not (text.startswith(head[:-1]) and text.startswith(_META_KEY, at) and text.endswith("}")):
         return None
     return Metadata(doc=se.data["metadata"], raw=text[at + len(_META_KEY) : -1])
 
