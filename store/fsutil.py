@@ -18,7 +18,10 @@ def ensure_dir(path: Path, mode: int = 0o755) -> None:
         from store.errors import ValidationError
 
         raise ValidationError(f"{path} is a symbolic link; refusing to write through it")
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True, mode=mode)
+    if created:  # the new directory's own entry survives a crash too
+        _fsync_dir(path.parent)
     current = path.stat().st_mode & 0o777
     if current & ~mode:
         os.chmod(path, current & mode)
@@ -110,6 +113,10 @@ def make_durable(paths: list[Path], directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,22 +34,29 @@ class Encoder:
 
     def __init__(self) -> None:
         self.blobs: dict[str, str] = {}
-        # Off while encoding a base state: its contents are stored already (and may not even
-        # be loaded: states hand out texts by hash).
-        self.collect = True
+        # Texts of a base state are stored already (and may not even be loaded: states hand
+        # them out by hash): while `base` is on, their hashes are only noted, so a new version
+        # that keeps them (a secret key set, a grant) never fetches or rewrites them.
+        self.base = False
+        self.stored: set[str] = set()
+
+    def _keep(self, ref: str, text: Callable[[], str]) -> None:
+        if self.base:
+            self.stored.add(ref)
+        elif ref not in self.blobs and ref not in self.stored:
+            self.blobs[ref] = text()
 
     def _metadata_ref(self, metadata: Metadata) -> str:
         ref = metadata.sha256
-        if self.collect and ref not in self.blobs:
-            self.blobs[ref] = metadata.raw
+        self._keep(ref, lambda: metadata.raw)
         return ref
 
     def component(self, c: Component) -> str:
         policy = None
         if c.policy is not None:
-            ref = c.policy.sha256
-            if self.collect and ref not in self.blobs:
-                self.blobs[ref] = c.policy.policy_content
+            p = c.policy
+            ref = p.sha256
+            self._keep(ref, lambda: p.policy_content)
             policy = {
                 "content": ref,
                 "source_uri": c.policy.source_uri,
@@ -137,7 +144,7 @@ def _state_col(kind: str) -> Any:
 def deriver_for(base: State, touched: set[str] | None = None) -> Deriver:
     """A deriver positioned at `base`, for the touched entities only (None: all of them)."""
     d = Deriver()
-    d.encoder.collect = False
+    d.encoder.base = True
     for cid, comp in base.components.items():
         if touched is None or cid in touched:
             d.components[cid] = (comp, d.encoder.component(comp))
@@ -146,7 +153,7 @@ def deriver_for(base: State, touched: set[str] | None = None) -> Deriver:
             d.settings[f"env:{name}"] = (value, d.encoder.setting(value))
     if base.paths is not None and (touched is None or "paths" in touched):
         d.settings["paths"] = (base.paths, d.encoder.setting(base.paths))
-    d.encoder.collect = True
+    d.encoder.base = False
     return d
 
 

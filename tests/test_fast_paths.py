@@ -666,3 +666,39 @@ def test_secret_values_stay_out_of_the_database(populated: Store, env: Env) -> N
     from store import secrets
 
     assert secrets.read_values(env.secrets_dir, "weather") == {"API_KEY": "s3cr3t-value-3"}
+
+
+def test_an_unscoped_key_change_never_fetches_the_unchanged_texts(populated: Store) -> None:
+    """The read models of a new version that keeps a component's texts reference them by
+    hash: nothing is fetched (a fetch of one lazy text loads every pending one)."""
+    fetched: list[str] = []
+    lazy = populated.state()
+
+    def refuse(ref: str) -> str:
+        fetched.append(ref)
+        raise AssertionError("a text was fetched")
+
+    comp = lazy.components["weather"]
+    assert comp.policy is not None
+    base_comp = type(comp)(
+        comp.component_id,
+        comp.source_uri,
+        comp.wasm_sha256,
+        Metadata(ref=comp.metadata.sha256, loader=refuse),
+        Policy(
+            None,
+            comp.policy.source_uri,
+            comp.policy.attached_at,
+            ref=comp.policy.sha256,
+            loader=refuse,
+        ),
+        comp.secret_keys,
+    )
+    base = type(lazy)({"weather": base_comp}, dict(lazy.environment), lazy.paths)
+    new = [ev.SecretKeysSet(component_id="weather", keys=["NEW_KEY"])]
+    with db.write_tx(populated.engine) as conn:
+        appended = log.append(conn, log.TxInfo(actor="t", command="t"), new)
+        readmodel.apply(conn, appended.events, base, new, appended.metadata)
+    assert fetched == []
+    assert run_verify(populated).ok
+    assert "NEW_KEY" in populated.state(scope={"weather"}).components["weather"].secret_keys
