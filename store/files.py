@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,30 +91,38 @@ def materialize(
     """
     report = Report()
     fsutil.ensure_dir(component_dir)
-    for cid in sorted(set(ids)):
+    wanted = sorted(set(ids))
+    # Many components (an import, a repair): list the dir once, so a file that is not there
+    # costs no stat, read or unlink of its own before it is written.
+    listed = set(os.listdir(component_dir)) if len(wanted) > 8 else None
+
+    def absent(path: Path) -> bool:
+        return listed is not None and path.name not in listed
+
+    for cid in wanted:
         files = component_files(component_dir, cid)
         comp = state.components.get(cid)
         if comp is None:
             for path in files.values():
-                if fsutil.remove(path):
+                if not absent(path) and fsutil.remove(path):
                     report.removed.append(path.name)
             continue
-        _sync_wasm(comp, files[".wasm"], blobs, report)
-        _sync(files[".metadata.json"], metadata_bytes(comp), report)
-        if comp.policy is None:
-            for suffix in (".policy.yaml", ".policy.meta.json"):
-                if fsutil.remove(files[suffix]):
-                    report.removed.append(files[suffix].name)
-        else:
-            _sync(files[".policy.yaml"], comp.policy.policy_content.encode(), report)
-            meta = policy_meta_bytes(comp)
-            assert meta is not None
-            _sync(files[".policy.meta.json"], meta, report)
+        _sync_wasm(comp, files[".wasm"], blobs, report, absent(files[".wasm"]))
+        for suffix, data in (
+            (".metadata.json", metadata_bytes(comp)),
+            (".policy.yaml", comp.policy.policy_content.encode() if comp.policy else None),
+            (".policy.meta.json", policy_meta_bytes(comp)),
+        ):
+            path = files[suffix]
+            if data is not None:
+                _sync(path, data, report, absent(path))
+            elif not absent(path) and fsutil.remove(path):
+                report.removed.append(path.name)
     return report
 
 
-def _sync(path: Path, data: bytes, report: Report) -> None:
-    if path.is_symlink() or fsutil.read_if_file(path) != data:
+def _sync(path: Path, data: bytes, report: Report, absent: bool = False) -> None:
+    if absent or path.is_symlink() or fsutil.read_if_file(path) != data:
         fsutil.atomic_write(path, data, durable=False)
         report.written.append(path.name)
         report.paths.append(path)
@@ -123,9 +132,11 @@ def _stamp_mtime(comp: Component) -> int | None:
     return comp.metadata.stamp()[1]
 
 
-def _sync_wasm(comp: Component, path: Path, blobs: BlobStore, report: Report) -> None:
+def _sync_wasm(
+    comp: Component, path: Path, blobs: BlobStore, report: Report, absent: bool = False
+) -> None:
     mtime = _stamp_mtime(comp)
-    current = fsutil.read_if_file(path)
+    current = None if absent else fsutil.read_if_file(path)
     if current is not None and sha256_hex(current) == comp.wasm_sha256:
         if mtime is not None and int(path.stat().st_mtime) != mtime:
             fsutil.atomic_write(path, current, mtime=mtime, durable=False)
