@@ -279,8 +279,7 @@ def _secret_key_set(secrets_dir: Path, cid: str, secrets: _Dir, reader: _KeyRead
     A file in the shape `secrets.write_values` writes is read by `reader`, without a YAML
     parser; anything else (edited by hand, unusual values, absent) goes to read_values.
     """
-    # The name secrets.secrets_file gives, without building a Path per component.
-    raw = secrets.read(f"{secret_files.sanitize(cid)}.yaml")
+    raw = secrets.read(secret_files.file_name(cid))  # no Path per component
     keys = reader.keys(raw) if raw else None
     if keys is not None:
         return keys
@@ -311,7 +310,7 @@ class _KeyReader:
     """
 
     def __init__(self) -> None:
-        loader = secret_files._Loader
+        loader: Any = secret_files.LOADER
         self.implicit: dict[Any, list[tuple[str, re.Pattern[str]]]] = loader.yaml_implicit_resolvers
         self.str_tag: str = loader.DEFAULT_SCALAR_TAG
         # yaml.resolver.BaseResolver.resolve, for plain scalars, is the rules of the first

@@ -11,7 +11,9 @@ from store import fsutil
 from store.errors import ValidationError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# The loader secrets files are read with (drift's fast key reader follows its resolver rules).
+LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader = LOADER
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -22,8 +24,12 @@ def sanitize(component_id: str) -> str:
     return name or "unnamed"
 
 
+def file_name(component_id: str) -> str:
+    return f"{sanitize(component_id)}.yaml"
+
+
 def secrets_file(secrets_dir: Path, component_id: str) -> Path:
-    return secrets_dir / f"{sanitize(component_id)}.yaml"
+    return secrets_dir / file_name(component_id)
 
 
 def read_values(secrets_dir: Path, component_id: str) -> dict[str, str]:
