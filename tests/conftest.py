@@ -153,3 +153,18 @@ def all_events(env: Env) -> list[Any]:
 
     with opened(env) as s:
         return list(s.history(log.Query()))
+
+
+def ok(result: Result) -> Result:
+    """A command that must succeed: exit 0 and never a traceback."""
+    assert result.code == 0, (result.code, result.out, result.err)
+    assert "Traceback" not in result.text
+    return result
+
+
+def cli_history(env: Env, *args: str) -> list[dict[str, Any]]:
+    """`state history -o json` rows."""
+    import json
+
+    out: list[dict[str, Any]] = json.loads(ok(env.run("state", "history", "-o", "json", *args)).out)
+    return out

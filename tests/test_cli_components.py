@@ -8,27 +8,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result
+from tests.conftest import Env, cli_history, ok
 
 STAMP_MTIME = 1_700_000_000
 POLICY = (
     'version: "1.0"\ndescription: test\n'
     "permissions:\n  network:\n    allow:\n    - host: api.example.com\n"
 )
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
-
-
-def history(env: Env, *args: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(ok(env.run("state", "history", "-o", "json", *args)).out)
-    return out
 
 
 def sha(data: bytes) -> str:
@@ -131,13 +119,13 @@ def test_attach_by_file_uri_with_id_and_aliases(env: Env) -> None:
     assert json.loads(files["metadata"].read_text())["component_id"] == "fetcher"
     assert not (env.component_dir / "fetch%rs.wasm").exists()
 
-    ev = history(env, "--type", "component.attached")
+    ev = cli_history(env, "--type", "component.attached")
     assert [(e["component_id"], e["data"]["source_uri"]) for e in ev] == [("fetcher", uri)]
 
     res = ok(env.run("component", "unload", "fetcher"))
     assert "detached fetcher" in res.out
     assert not files["wasm"].exists() and not files["metadata"].exists()
-    assert [e["type"] for e in history(env, "--component", "fetcher")] == [
+    assert [e["type"] for e in cli_history(env, "--component", "fetcher")] == [
         "component.attached",
         "component.detached",
     ]
@@ -166,7 +154,7 @@ def test_reattach_same_bytes_is_no_change_new_bytes_keep_policy_and_secrets(env:
     assert second != first
     res = ok(env.run("component", "attach", str(src), "-o", "json"))
     assert [e["type"] for e in json.loads(res.out)["events"]] == ["component.attached"]
-    events = history(env)
+    events = cli_history(env)
     # The identical re-attaches appended nothing: the new bytes are the very next event.
     assert [e["seq"] for e in events][-2:] == [last_seq, last_seq + 1]
     assert events[-1]["data"]["wasm_sha256"] == sha(second)

@@ -16,7 +16,7 @@ import yaml
 from store import commands
 from store.snapshot import parse_snapshot
 from tests import wasm_fixtures as fx
-from tests.conftest import CONFORMANCE, Env, Result, assert_refused, tree_bytes
+from tests.conftest import CONFORMANCE, Env, assert_refused, ok, tree_bytes
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 SECRET = "exp0rt-s3cr3t-value-never-shown"
@@ -32,12 +32,6 @@ METADATA_KEYS = {
     "validation_stamp",
     "created_at",
 }
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def wasm(env: Env, name: str, kind: str) -> Path:

@@ -14,7 +14,7 @@ import yaml
 
 from store import commands
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, assert_refused, opened, tree_bytes
+from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
 
 SECRET_API = "api-value-must-not-appear"
 SECRET_TOKEN = "token-value-must-not-appear"
@@ -32,12 +32,6 @@ EVENT_KEYS = {
     "data",
     "reason",
 }
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def as_json(env: Env, *args: str) -> Any:

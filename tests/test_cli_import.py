@@ -18,7 +18,7 @@ from cli.state import snapshot_doc
 from store import commands, exporter, log, wasm
 from store.snapshot import format_for, parse_snapshot
 from tests import wasm_fixtures as fx
-from tests.conftest import CONFORMANCE, Env, Result, assert_refused, tree_bytes
+from tests.conftest import CONFORMANCE, Env, Result, assert_refused, ok, tree_bytes
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 WRITTEN = CONFORMANCE / "state" / "wassette-written.json"
@@ -26,12 +26,6 @@ DOCS_EXAMPLE = CONFORMANCE / "state" / "wassette-docs-example.yaml"
 FIXTURE_YAML = Path(__file__).resolve().parent / "fixtures" / "import" / "wassette-0.3.4.yaml"
 SECRET = "imp0rt-s3cr3t-value-never-shown"
 LOCAL_KEYS = ("exported_at", "as_of", "store", "paths")
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def sha(data: bytes) -> str:

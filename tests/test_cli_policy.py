@@ -10,23 +10,12 @@ import pytest
 import yaml
 
 from tests import wasm_fixtures as fx
-from tests.conftest import CONFORMANCE, Env, Result, assert_refused
+from tests.conftest import CONFORMANCE, Env, assert_refused, cli_history, ok
 
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))
 POLICY = (
     'version: "1.0"\ndescription: mine\npermissions:\n  environment:\n    allow:\n    - key: HOME\n'
 )
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
-
-
-def history(env: Env, *args: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(ok(env.run("state", "history", "-o", "json", *args)).out)
-    return out
 
 
 def attach(env: Env, cid: str = "weather", kind: str = "weather") -> None:
@@ -193,7 +182,7 @@ def test_grant_revoke_reset(env: Env) -> None:
     assert reset == {**full, "permissions": {}}
     assert "no change" in ok(env.run("permission", "reset", "weather")).out
 
-    changed = history(env, "--type", "policy.changed")
+    changed = cli_history(env, "--type", "policy.changed")
     changes = [e["data"]["change"] for e in changed]
     assert changes == [
         {"op": "grant", "kind": "network", "host": "api.example.com"},

@@ -11,22 +11,11 @@ from typing import Any
 import yaml
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result
+from tests.conftest import Env, cli_history, ok
 
 # An id whose secrets file name needs Wassette's sanitizing: '_' runs collapse, trailing '_' go.
 CID = "my__comp.v2_"
 SANITIZED = "my_comp.v2"
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
-
-
-def history(env: Env, *args: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = json.loads(ok(env.run("state", "history", "-o", "json", *args)).out)
-    return out
 
 
 def attach(env: Env, cid: str = CID) -> None:
@@ -107,7 +96,7 @@ def test_secret_set_list_delete_and_file_layout(env: Env) -> None:
     assert not secrets_file.exists()
     assert ok(env.run("secret", "list", CID)).out.strip() == "no secrets"
 
-    types = [(e["type"], e["data"]["keys"]) for e in history(env, "--type", "secret.")]
+    types = [(e["type"], e["data"]["keys"]) for e in cli_history(env, "--type", "secret.")]
     assert types == [
         ("secret.keys_set", ["API_KEY", "NUMERIC", "YAMLISH"]),
         ("secret.keys_set", ["EMPTY", "LONG", "UNICODE"]),
@@ -144,7 +133,7 @@ def test_rotation_is_an_event_and_missing_values_are_flagged(env: Env) -> None:
     ok(env.run("secret", "set", "svc", "TOKEN=v1", "OTHER=o"))
     ok(env.run("secret", "set", "svc", "TOKEN=v2"))
     ok(env.run("secret", "set", "svc", "TOKEN=v2"))  # same value again: still an audit fact
-    events = history(env, "--type", "secret.keys_set")
+    events = cli_history(env, "--type", "secret.keys_set")
     assert [e["data"]["keys"] for e in events] == [["OTHER", "TOKEN"], ["TOKEN"], ["TOKEN"]]
     assert len({e["tx"] for e in events}) == 3
     assert {e["key"]: e["value"] for e in listing(env, "svc", "--show-values")} == {
@@ -203,7 +192,7 @@ def test_env_set_unset_list(env: Env) -> None:
     doc = json.loads(ok(env.run("env", "unset", "B_URL", "-o", "json")).out)
     assert [(e["type"], e["data"]) for e in doc["events"]] == [("env.unset", {"key": "B_URL"})]
     assert yaml.safe_load(ok(env.run("env", "list", "-o", "yaml")).out) == {"LOG_LEVEL": "debug"}
-    events = history(env, "--type", "env.")
+    events = cli_history(env, "--type", "env.")
     assert [(e["type"], e["data"]["key"]) for e in events] == [
         ("env.set", "B_URL"),
         ("env.set", "LOG_LEVEL"),

@@ -16,7 +16,7 @@ from store import commands, drift
 from store import secrets as secret_files
 from store.history import blame, rollback
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, all_events, opened
+from tests.conftest import Env, Result, all_events, ok, opened
 
 STAMP_MTIME = 1_700_000_000
 SECRET_API = "api-value-0451"
@@ -25,12 +25,6 @@ EDITED = (
     'version: "1.0"\ndescription: edited by hand\npermissions:\n  network:\n'
     "    allow:\n    - host: granted.by.server.example.com\n"
 )
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def sha(data: bytes) -> str:

@@ -15,7 +15,7 @@ import yaml
 
 from store import commands, log
 from tests import wasm_fixtures as fx
-from tests.conftest import CONFORMANCE, Env, Result
+from tests.conftest import CONFORMANCE, Env, ok
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 VALUES = {"API_KEY": "h4ndoff-api-key-value", "OTHER_TOKEN": "h4ndoff-other-token"}
@@ -23,12 +23,6 @@ EPOCH = {"SOURCE_DATE_EPOCH": "1700000000"}
 LOCAL_KEYS = ("exported_at", "as_of", "store", "paths")
 # The printed command must work on its own: no location from the environment.
 NO_LOCATION = {"WASSETTE_STATE_DB": "", "WASSETTE_COMPONENT_DIR": "", "WASSETTE_SECRETS_DIR": ""}
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def prepare_a(a: Env) -> None:

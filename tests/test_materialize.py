@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result
+from tests.conftest import Env, ok
 
 STAMP_MTIME = 1_700_000_000
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: a.example.com\n'
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def dir_bytes(path: Path) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ import yaml
 from store import files
 from store import secrets as secret_files
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, wassette_exe
+from tests.conftest import Env, ok, wassette_exe
 
 WORKERS = 4
 COMMANDS_PER_WORKER = 100
@@ -82,11 +82,6 @@ for j in range(count):
 with open(out_path, "w") as f:
     json.dump(records, f)
 """
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    return result
 
 
 def child_env(env: Env) -> dict[str, str]:

@@ -30,15 +30,10 @@ from store import commands, files
 from store import events as ev
 from store.service import Decision, Store
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, wassette_exe
+from tests.conftest import Env, ok, wassette_exe
 
 SEED = 20261125
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    return result
 
 
 def child_env(env: Env, actor: str = "crash@test") -> dict[str, str]:

@@ -19,15 +19,17 @@ import pytest
 from store import commands
 from store import secrets as secret_files
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, all_events, assert_refused, opened, tree_bytes, wassette_exe
+from tests.conftest import (
+    Env,
+    all_events,
+    assert_refused,
+    ok,
+    opened,
+    tree_bytes,
+    wassette_exe,
+)
 
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def as_json(env: Env, *args: str) -> Any:

@@ -13,16 +13,10 @@ import pytest
 
 from store import secrets as secret_files
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, tree_bytes
+from tests.conftest import Env, ok, tree_bytes
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 SUFFIXES = (".wasm", ".metadata.json", ".policy.yaml", ".policy.meta.json")
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 def outside_tree(root: Path) -> dict[str, tuple[bytes, int]]:

@@ -19,15 +19,10 @@ import pytest
 
 from store import migrate
 from tests import wasm_fixtures as fx
-from tests.conftest import REPO, Env, Result, assert_refused
+from tests.conftest import REPO, Env, assert_refused, ok
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 DB_FIXTURES = REPO / "tests" / "fixtures" / "db"
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    return result
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from store.errors import ValidationError
 from store.service import resolve_point
 from store.when import Point, parse_when
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, assert_refused, opened, tree_bytes
+from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
 
 NOW = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -254,12 +254,6 @@ def test_seq_and_tx_numbers_round_trip(n: int, kind: str) -> None:
 
 
 # --------------------------------------------------------------------------- through the CLI
-
-
-def ok(result: Result) -> Result:
-    assert result.code == 0, (result.code, result.out, result.err)
-    assert "Traceback" not in result.text
-    return result
 
 
 @pytest.fixture(scope="module")
