@@ -48,7 +48,7 @@ def prepare(events: Sequence[Any], base: Any) -> list[RawEvent]:
     runs before the clock starts; the raw writer only writes what it is given)."""
     from store import events as ev
     from store import readmodel
-    from store.log import compact
+    from store.state import compact
 
     d = readmodel.deriver_for(base)
     recording = _Recording(d.encoder.blobs)

@@ -7,7 +7,7 @@ Secret *values* have no field anywhere here: only key names are events.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -167,19 +167,8 @@ _MODELS: dict[str, type[BaseModel]] = {}
 
 def from_data_trusted(type_: str, version: int, data: dict[str, Any]) -> Event:
     """Build without validating: only for data this code validated when it appended it."""
-    if not _MODELS:
-        for model in (
-            ComponentAttached,
-            ComponentDetached,
-            PolicyAttached,
-            PolicyChanged,
-            PolicyDetached,
-            SecretKeysSet,
-            SecretKeysDeleted,
-            EnvSet,
-            EnvUnset,
-            PathsSet,
-        ):
+    if not _MODELS:  # the members of the Event union, by their `type`
+        for model in get_args(get_args(Event)[0]):
             _MODELS[model.model_fields["type"].default] = model
     found = _MODELS.get(type_)
     if found is None:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Select, and_, func, insert, select, update
 from store import db
 from store.errors import ConflictError, ValidationError
 from store.schema import events, store_identity, transactions
-from store.state import INSTANCE_STREAM, Metadata
+from store.state import INSTANCE_STREAM, Metadata, compact
 
 if TYPE_CHECKING:  # the event models (pydantic) load only when a command writes or replays
     from store import events as ev
@@ -25,17 +25,11 @@ TX_KINDS = ("change", "import", "rollback", "sync")
 
 # Built once: json.dumps with options constructs a new encoder on every call.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def canonical(obj: Any) -> str:
     """Sorted keys: the form that is hashed, independent of how a dict was built."""
     return _CANONICAL(obj)
-
-
-def compact(obj: Any) -> str:
-    """Key order kept: the stored form, so tool schemas keep their parameter order."""
-    return _COMPACT(obj)
 
 
 def tx_digest(command: str, reason: str | None, details: Any) -> str:
@@ -44,24 +38,26 @@ def tx_digest(command: str, reason: str | None, details: Any) -> str:
     ).hexdigest()
 
 
+def _position(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What both chain versions hash besides the data: where the event is, and its tx."""
+    return {
+        "seq": row["seq"],
+        "tx": row["tx_id"],
+        "recorded_at": row["recorded_at"],
+        "actor": row["actor"],
+        "kind": row["kind"],
+        "stream": row["stream"],
+        "stream_version": row["stream_version"],
+        "type": row["type"],
+        "type_version": row["type_version"],
+        # The transaction's command, reason and details, so editing them breaks the chain.
+        "txd": row.get("tx_digest"),
+    }
+
+
 def chain_hash(prev: str, row: Mapping[str, Any]) -> str:
     """sha256(prev ‖ canonical JSON of the event with its position and transaction)."""
-    body = canonical(
-        {
-            "seq": row["seq"],
-            "tx": row["tx_id"],
-            "recorded_at": row["recorded_at"],
-            "actor": row["actor"],
-            "kind": row["kind"],
-            "stream": row["stream"],
-            "stream_version": row["stream_version"],
-            "type": row["type"],
-            "type_version": row["type_version"],
-            "data": row["data"],
-            # The transaction's command, reason and details, so editing them breaks the chain.
-            "txd": row.get("tx_digest"),
-        }
-    )
+    body = canonical({**_position(row), "data": row["data"]})
     return hashlib.sha256((prev + body).encode()).hexdigest()
 
 
@@ -71,20 +67,7 @@ def chain_hash_v2(prev: str, row: Mapping[str, Any], data_text: str) -> str:
     The data is hashed as the exact text stored, so a large attach is not re-serialized (v1
     sorted and re-encoded it) and any edit of the stored bytes breaks the chain.
     """
-    header = canonical(
-        {
-            "seq": row["seq"],
-            "tx": row["tx_id"],
-            "recorded_at": row["recorded_at"],
-            "actor": row["actor"],
-            "kind": row["kind"],
-            "stream": row["stream"],
-            "stream_version": row["stream_version"],
-            "type": row["type"],
-            "type_version": row["type_version"],
-            "txd": row.get("tx_digest"),
-        }
-    )
+    header = canonical(_position(row))
     return hashlib.sha256(f"{prev}\n{header}\n{data_text}".encode()).hexdigest()
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select,
 from store import db
 from store.errors import StoreError
 from store.gcutil import gc_paused
-from store.log import StoredEvent, compact
+from store.log import StoredEvent
 from store.schema import component_versions, contents, entities, setting_versions
-from store.state import Component, Metadata, Paths, Policy, State
+from store.state import Component, Metadata, Paths, Policy, State, compact
 
 if TYPE_CHECKING:  # replays load the event models; reading a state does not
     from store import events as ev

@@ -37,6 +37,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from store.errors import ValidationError
 from store.gcutil import gc_paused
+from store.state import compact
 
 __all__ = [
     "ID_RE",
@@ -583,18 +584,20 @@ def _check_node_budget(text: str, fmt: str) -> None:
 
 
 def _check_json_depth(text: str) -> None:
-    """Refuse nesting deeper than MAX_NESTING_DEPTH before json (recursive) sees the text.
-
-    Strings and everything but brackets are dropped, then innermost `[]` pairs are removed
-    once per level: after MAX_NESTING_DEPTH passes a balanced text nested no deeper is empty.
-    """
-    brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text)).translate(_BRACKETS)
-    for _ in range(MAX_NESTING_DEPTH):
-        if "[]" not in brackets:
-            return
-        brackets = brackets.replace("[]", "")
-    if "[]" in brackets:
+    """Refuse nesting deeper than MAX_NESTING_DEPTH before json (recursive) sees the text."""
+    if not _json_nests_within(text, MAX_NESTING_DEPTH):
         raise ValidationError(f"state file nests deeper than {MAX_NESTING_DEPTH} levels")
+
+
+def _json_nests_within(text: str, levels: int) -> bool:
+    """Strings and everything but brackets dropped, innermost `[]` pairs removed once per
+    level: after `levels` passes a balanced text nested no deeper is empty."""
+    brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text)).translate(_BRACKETS)
+    for _ in range(levels):
+        if "[]" not in brackets:
+            return True
+        brackets = brackets.replace("[]", "")
+    return "[]" not in brackets
 
 
 class _DuplicateKeys(dict[str, Any]):
@@ -848,20 +851,12 @@ def _json_line_value(text: str) -> Any:
         value = json.loads(text, parse_float=_splice_float, parse_constant=_splice_constant)
     except (ValueError, RecursionError):
         raise _NotSpliceable("json") from None
-    if _compact(value) != text:
+    if compact(value) != text:
         raise _NotSpliceable("not the exporter's form")
     # Collections below the component's metadata (YAML depth 3) must stay under the limit.
-    brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text)).translate(_BRACKETS)
-    for _ in range(MAX_NESTING_DEPTH - 3):
-        if "[]" not in brackets:
-            return value
-        brackets = brackets.replace("[]", "")
-    if "[]" in brackets:
+    if not _json_nests_within(text, MAX_NESTING_DEPTH - 3):
         raise _NotSpliceable("depth")
     return value
-
-
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _load_yaml_spliced(text: str) -> Any | None:

@@ -41,7 +41,14 @@ def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Built once: json.dumps with options constructs a new encoder on every call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def compact(obj: Any) -> str:
+    """Key order kept: the stored form (tool schemas keep their parameter order), the form
+    exports splice and the form the YAML reader's JSON shortcut accepts."""
+    return _COMPACT(obj)
 
 
 class Metadata(Mapping[str, Any]):

@@ -168,3 +168,22 @@ def cli_history(env: Env, *args: str) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = json.loads(ok(env.run("state", "history", "-o", "json", *args)).out)
     return out
+
+
+@contextmanager
+def raw_db(path: Path) -> Iterator[Any]:
+    """A plain sqlite3 connection in autocommit mode, as an attacker (or a bad disk) would
+    edit the file."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+def run_verify(store: Any) -> Any:
+    """`state verify`'s report for an open store."""
+    from store.verify import verify
+
+    with store.reading() as conn:
+        return verify(conn)

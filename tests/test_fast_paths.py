@@ -6,11 +6,9 @@ from __future__ import annotations
 import gc
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +21,12 @@ from store.errors import ConflictError, StoreError
 from store.gcutil import gc_paused
 from store.schema import entities, events, setting_versions
 from store.service import Decision, Store
-from store.state import Metadata, Policy
-from store.verify import Report, verify
+from store.state import Metadata, Policy, compact
 from tests import wasm_fixtures
-from tests.conftest import REPO, Env
+from tests.conftest import REPO, Env, raw_db, run_verify
 
 V0001 = REPO / "tests" / "fixtures" / "db" / "v0001.db"
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n      - host: a.b\n'
-
-
-@contextmanager
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection in autocommit mode (as an attacker would edit the file)."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        yield conn
-
-
-def run_verify(store: Store) -> Report:
-    with store.reading() as conn:
-        return verify(conn)
 
 
 def read_models(store: Store) -> tuple[list[list[Any]], list[list[Any]]]:
@@ -51,7 +36,7 @@ def read_models(store: Store) -> tuple[list[list[Any]], list[list[Any]]]:
 
 
 def v2_from(path: Path) -> int:
-    with raw(path) as c:
+    with raw_db(path) as c:
         return int(c.execute("SELECT chain_v2_from FROM store_identity").fetchone()[0])
 
 
@@ -115,7 +100,7 @@ def test_upgraded_store_keeps_v1_for_old_events_and_verifies_with_both(
     report = run_verify(upgraded)
     assert report.ok, report.problems
     # The v1 part is hashed as before: the old hashes were not rewritten.
-    with raw(V0001) as old, raw(env.db) as new:
+    with raw_db(V0001) as old, raw_db(env.db) as new:
         before = old.execute("SELECT seq, hash FROM events ORDER BY seq").fetchall()
         after = new.execute(f"SELECT seq, hash FROM events WHERE seq <= {old_head}").fetchall()
     assert before == after
@@ -126,7 +111,7 @@ def test_reformatted_v2_event_is_detected(upgraded: Store, env: Env) -> None:
     commands.env_set(upgraded, {"NEW": "1"})
     seq = upgraded.history(log.Query(type_prefix="env.set"))[-1].seq
     assert seq >= v2_from(env.db)
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         (text,) = c.execute("SELECT data FROM events WHERE seq = ?", (seq,)).fetchone()
         same_meaning = json.dumps(json.loads(text), indent=1)
         assert json.loads(same_meaning) == json.loads(text) and same_meaning != text
@@ -138,7 +123,7 @@ def test_reformatted_v2_event_is_detected(upgraded: Store, env: Env) -> None:
 
 def test_edited_v1_event_of_an_upgraded_store_is_detected(upgraded: Store, env: Env) -> None:
     commands.env_set(upgraded, {"NEW": "1"})
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(
             "UPDATE events SET data = ? WHERE seq = 4",
             (json.dumps({"key": "LOG_LEVEL", "value": "x"}),),
@@ -153,7 +138,7 @@ def test_moving_the_chain_switch_point_is_detected(
 ) -> None:
     """Verifying old events as v2 (or new ones as v1) fails: the switch point is not a knob."""
     commands.env_set(upgraded, {"NEW": "1"})
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(f"UPDATE store_identity SET chain_v2_from = {moved_to}")
     assert not run_verify(upgraded).ok
 
@@ -163,7 +148,7 @@ def test_new_store_hashes_v2_from_the_first_event(env: Env) -> None:
     commands.env_set(store, {"A": "1"})
     assert v2_from(env.db) == 1
     assert run_verify(store).ok
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         (text,) = c.execute("SELECT data FROM events WHERE seq = 1").fetchone()
         c.execute("UPDATE events SET data = ? WHERE seq = 1", (text.replace(",", ", ", 1),))
     report = run_verify(store)
@@ -178,7 +163,7 @@ def test_attach_text_is_the_spliced_metadata_and_hash_matches(populated: Store) 
     assert list(attach.data)[-1] == "metadata"
     meta = readmodel._stored_metadata(attach)
     assert meta is not None and json.loads(meta.raw) == attach.data["metadata"]
-    assert meta.raw == log.compact(attach.data["metadata"])
+    assert meta.raw == compact(attach.data["metadata"])
 
 
 # ---------------------------------------------------------------- scoped decisions
@@ -281,7 +266,7 @@ def test_two_components_with_one_metadata_text_both_load(env: Env) -> None:
 
 
 def test_missing_content_names_verify(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("PRAGMA foreign_keys=OFF")
         c.execute("DELETE FROM contents")
     state = populated.state()
@@ -420,13 +405,13 @@ def test_rebuild_of_an_upgraded_store(upgraded: Store, env: Env) -> None:
 def test_attach_text_in_another_key_order_rebuilds_from_its_data(upgraded: Store, env: Env) -> None:
     """Early writers stored sorted keys (metadata not last). v1 hashes the parsed data, so such
     a log verifies; its metadata must then come from the data, not from a slice of the text."""
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         rows = c.execute(
             "SELECT seq, data FROM events WHERE type = 'component.attached'"
         ).fetchall()
         for seq, text in rows:
             data = json.loads(text)
-            sorted_top = log.compact({k: data[k] for k in sorted(data)})  # nested order kept
+            sorted_top = compact({k: data[k] for k in sorted(data)})  # nested order kept
             assert sorted_top != text and '"metadata":' in sorted_top
             c.execute("UPDATE events SET data = ? WHERE seq = ?", (sorted_top, seq))
     report = run_verify(upgraded)
@@ -506,7 +491,7 @@ def test_lost_stream_race_in_the_event_insert_is_a_conflict(env: Env) -> None:
     as it was when Core ran the insert."""
     store: Store = env.store()  # type: ignore[assignment]
     commands.env_set(store, {"A": "1"})
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         (stream, version) = c.execute(
             "SELECT stream, stream_version FROM events ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -519,7 +504,7 @@ def test_lost_stream_race_in_the_event_insert_is_a_conflict(env: Env) -> None:
 
 def test_driver_error_in_an_append_leaves_the_cli_with_a_clean_error(env: Env) -> None:
     assert env.run("env", "set", "A=1").code == 0
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(
             "CREATE TRIGGER block BEFORE INSERT ON events BEGIN "
             "SELECT RAISE(ABORT, 'stream slot taken'); END"
@@ -527,7 +512,7 @@ def test_driver_error_in_an_append_leaves_the_cli_with_a_clean_error(env: Env) -
     r = env.run("env", "set", "B=2")
     assert r.code == 3, r.text
     assert r.err.startswith("Error: ") and "unexpected" not in r.err
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("DROP TRIGGER block")
         assert c.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +14,8 @@ import pytest
 from store import commands, log, readmodel
 from store import events as ev
 from store.service import Decision, Store
-from store.verify import Report, verify
 from tests import wasm_fixtures
-from tests.conftest import Env, assert_refused
-
-
-@contextmanager
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain sqlite3 connection, as an attacker (or a bad disk) would use."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        yield conn
-
-
-def run_verify(store: Store) -> Report:
-    with store.reading() as conn:
-        return verify(conn)
+from tests.conftest import Env, assert_refused, raw_db, run_verify
 
 
 def first_problem(store: Store) -> str:
@@ -96,7 +81,7 @@ def test_empty_store_verifies(env: Env) -> None:
 
 def test_edited_event_data(populated: Store, env: Env) -> None:
     seq = seq_of(populated, "env.set")
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(
             "UPDATE events SET data = json_set(data, '$.value', 'warn') WHERE seq = ?", (seq,)
         )
@@ -105,13 +90,13 @@ def test_edited_event_data(populated: Store, env: Env) -> None:
 
 def test_edited_event_type_and_version(populated: Store, env: Env) -> None:
     seq = seq_of(populated, "policy.changed")
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE events SET type = 'policy.attached' WHERE seq = ?", (seq,))
     assert first_problem(populated).startswith(f"seq {seq}: ")
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE events SET type = 'policy.changed' WHERE seq = ?", (seq,))
     assert run_verify(populated).ok
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE events SET stream_version = stream_version + 100 WHERE seq = ?", (seq,))
     assert first_problem(populated).startswith(f"seq {seq}: ")
 
@@ -119,7 +104,7 @@ def test_edited_event_type_and_version(populated: Store, env: Env) -> None:
 @pytest.mark.parametrize("which", ["first", "middle"])
 def test_deleted_event(populated: Store, env: Env, which: str) -> None:
     seq = 1 if which == "first" else seq_of(populated, "secret.keys_set")
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("DELETE FROM events WHERE seq = ?", (seq,))
     problem = first_problem(populated)
     assert problem.startswith(f"seq {seq}: missing"), problem
@@ -128,7 +113,7 @@ def test_deleted_event(populated: Store, env: Env, which: str) -> None:
 def test_deleted_last_event(populated: Store, env: Env) -> None:
     """The tail has no successor to notice the gap: its transaction, left empty, does."""
     head = populated.head_seq()
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("DELETE FROM events WHERE seq = ?", (head,))
     assert first_problem(populated).startswith(f"seq {head}: ")
 
@@ -136,7 +121,7 @@ def test_deleted_last_event(populated: Store, env: Env) -> None:
 def test_deleted_last_rotation_event(populated: Store, env: Env) -> None:
     """A rotation changes no read model; deleting it still leaves an empty transaction."""
     rotation = populated.history(log.Query(type_prefix="secret.keys_set"))[-1]
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("DELETE FROM events WHERE seq > ?", (rotation.seq - 1,))
         c.execute("DELETE FROM transactions WHERE id > ?", (rotation.tx_id,))
     assert first_problem(populated).startswith(f"seq {rotation.seq}: transaction")
@@ -144,7 +129,7 @@ def test_deleted_last_rotation_event(populated: Store, env: Env) -> None:
 
 def test_truncated_tail_of_no_op_transactions(populated: Store, env: Env) -> None:
     rotation = populated.history(log.Query(type_prefix="secret.keys_set"))[-1]
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         # Undo the detach's read-model effect, then cut the log after the rotation.
         c.execute("DELETE FROM events WHERE seq > ?", (rotation.seq - 1,))
         c.execute("DELETE FROM transactions WHERE id >= ?", (rotation.tx_id,))
@@ -154,7 +139,7 @@ def test_truncated_tail_of_no_op_transactions(populated: Store, env: Env) -> Non
 
 def test_reordered_pair(populated: Store, env: Env) -> None:
     a, b = 3, 4
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE events SET seq = -1 WHERE seq = ?", (a,))
         c.execute("UPDATE events SET seq = ? WHERE seq = ?", (a, b))
         c.execute("UPDATE events SET seq = ? WHERE seq = -1", (b,))
@@ -164,7 +149,7 @@ def test_reordered_pair(populated: Store, env: Env) -> None:
 def test_swapped_data_of_two_rows(populated: Store, env: Env) -> None:
     s1 = seq_of(populated, "env.set", 0)
     s2 = seq_of(populated, "env.set", 2)
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         (d1,) = c.execute("SELECT data FROM events WHERE seq = ?", (s1,)).fetchone()
         (d2,) = c.execute("SELECT data FROM events WHERE seq = ?", (s2,)).fetchone()
         assert d1 != d2
@@ -174,14 +159,14 @@ def test_swapped_data_of_two_rows(populated: Store, env: Env) -> None:
 
 
 def test_edited_transaction_actor(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE transactions SET actor = 'mallory@evil' WHERE id = 5")
     tx5 = populated.history(log.Query(tx_id=5))
     assert first_problem(populated).startswith(f"seq {tx5[0].seq}: hash mismatch")
 
 
 def test_edited_transaction_time(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE transactions SET recorded_at = recorded_at - 1 WHERE id = 2")
     tx2 = populated.history(log.Query(tx_id=2))
     assert first_problem(populated).startswith(f"seq {tx2[0].seq}: hash mismatch")
@@ -196,7 +181,7 @@ def test_edited_transaction_time(populated: Store, env: Env) -> None:
     ],
 )
 def test_edited_transaction_command_reason_details(populated: Store, env: Env, edit: str) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(f"UPDATE transactions SET {edit} WHERE id = 5")
     tx5 = populated.history(log.Query(tx_id=5))
     assert first_problem(populated).startswith(f"seq {tx5[0].seq}: hash mismatch")
@@ -224,7 +209,7 @@ def test_rehashed_chain_without_matching_read_models(populated: Store, env: Env)
 
 def rewrite_chain(path: Path, seq: int, edit: Any) -> None:
     """Edit one event's data and recompute every hash from there (a careful forger)."""
-    with raw(path) as c:
+    with raw_db(path) as c:
         rows = c.execute(
             "SELECT e.seq, e.tx_id, t.recorded_at, t.actor, t.kind, e.stream, e.stream_version,"
             " e.type, e.type_version, e.data, t.command, t.reason, t.details"
@@ -253,7 +238,7 @@ def rewrite_chain(path: Path, seq: int, edit: Any) -> None:
 
 
 def test_edited_component_version_row(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         row_id, from_seq = c.execute(
             "SELECT id, from_seq FROM component_versions WHERE component_id = 'weather'"
             " AND to_seq IS NULL"
@@ -269,12 +254,12 @@ def test_edited_component_version_row(populated: Store, env: Env) -> None:
 
 
 def test_deleted_and_added_setting_version_rows(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("DELETE FROM setting_versions WHERE key = 'env:REGION'")
     assert "read model" in first_problem(populated)
     populated.rebuild()
     assert run_verify(populated).ok
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(
             "INSERT INTO setting_versions (key, from_seq, to_seq, value)"
             " VALUES ('env:EXTRA', 2, NULL, '\"x\"')"
@@ -286,7 +271,7 @@ def test_deleted_entity_row(populated: Store, env: Env) -> None:
     """Without its entity row, a detached component vanishes from every past state."""
     attach_seq = populated.history(log.Query(stream="fetch"))[0].seq
     assert "fetch" in populated.state(attach_seq).components
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("DELETE FROM entities WHERE kind = 'component' AND key = 'fetch'")
     assert "fetch" not in populated.state(attach_seq).components
     problem = first_problem(populated)
@@ -297,7 +282,7 @@ def test_deleted_entity_row(populated: Store, env: Env) -> None:
 
 
 def test_edited_content_body(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute(
             "UPDATE contents SET body = body || ' ' WHERE hash ="
             " (SELECT hash FROM contents ORDER BY hash LIMIT 1)"
@@ -348,7 +333,7 @@ def test_cli_verify_ok(populated: Store, env: Env) -> None:
 
 def test_cli_verify_failure_exits_4_with_one_line(populated: Store, env: Env) -> None:
     seq = seq_of(populated, "policy.changed")
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE events SET data = replace(data, 'api.example.com', 'evil.com')"
                   " WHERE seq = ?", (seq,))  # fmt: skip
     r = verify_cli(env)
@@ -364,7 +349,7 @@ def test_cli_verify_failure_exits_4_with_one_line(populated: Store, env: Env) ->
 
 
 def test_cli_rebuild_repairs_an_edited_read_model_row(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE setting_versions SET value = '\"oops\"' WHERE key = 'env:REGION'")
     assert populated.state().environment["REGION"] == "oops"
     assert_refused(env, verify_cli(env), code=4, contains="read model differs")
@@ -379,7 +364,7 @@ def test_cli_rebuild_repairs_an_edited_read_model_row(populated: Store, env: Env
 
 
 def test_cli_rebuild_does_not_hide_a_tampered_log(populated: Store, env: Env) -> None:
-    with raw(env.db) as c:
+    with raw_db(env.db) as c:
         c.execute("UPDATE events SET data = json_set(data, '$.value', 'x') WHERE seq = 4")
     assert env.run("state", "rebuild").code == 0
     assert_refused(env, verify_cli(env), code=4, contains="seq 4: hash mismatch")
