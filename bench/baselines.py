@@ -46,9 +46,9 @@ class RawEvent:
 def prepare(events: Sequence[Any], base: Any) -> list[RawEvent]:
     """Serialize events and derive their read-model rows with the project's own deriver (this
     runs before the clock starts; the raw writer only writes what it is given)."""
-    from store import events as ev
-    from store import readmodel
-    from store.state import compact
+    from wassette_state.store import events as ev
+    from wassette_state.store import readmodel
+    from wassette_state.store.state import compact
 
     d = readmodel.deriver_for(base)
     recording = _Recording(d.encoder.blobs)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli.main import App
-from cli.output import emit
-from cli.state import event_json, plural
+from wassette_state.cli.main import App
+from wassette_state.cli.output import emit
+from wassette_state.cli.state import event_json, plural
 
 
 def report(app: App, outcome: Any, text: str, extra: dict[str, Any] | None = None) -> None:

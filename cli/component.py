@@ -1,4 +1,4 @@
-"""`wassette component …`"""
+"""`wassette-state component …`"""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import click
 
-from cli.common import report
-from cli.main import App, output_option, pass_app
-from cli.output import emit, table
+from wassette_state.cli.common import report
+from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.output import emit, table
 
 
 class AliasGroup(click.Group):
@@ -42,9 +42,9 @@ def attach(app: App, source: str, component_id: str | None, policy_file: str | N
 
     \b
     Example:
-      wassette component attach ./weather.wasm --policy weather.policy.yaml
+      wassette-state component attach ./weather.wasm --policy weather.policy.yaml
     """
-    from store.commands import attach as do_attach
+    from wassette_state.store.commands import attach as do_attach
 
     outcome = do_attach(app.store, source, component_id, policy_file)
     s = outcome.summary
@@ -57,7 +57,7 @@ def attach(app: App, source: str, component_id: str | None, policy_file: str | N
 @pass_app
 def detach(app: App, component_id: str) -> None:
     """Remove a component from the state and its files (alias: unload)."""
-    from store.commands import detach as do_detach
+    from wassette_state.store.commands import detach as do_detach
 
     report(app, do_detach(app.store, component_id), f"detached {component_id}")
 

@@ -1,4 +1,4 @@
-"""The `wassette` command: global options, lazy store opening, errors → exit codes."""
+"""The `wassette-state` command: global options, lazy store opening, errors → exit codes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from store.config import Settings
-    from store.service import Store
+    from wassette_state.store.config import Settings
+    from wassette_state.store.service import Store
 
 VERSION = "0.1.0"
 OUTPUT_FORMATS = ("text", "json", "yaml")
@@ -28,7 +28,7 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from store.config import resolve
+            from wassette_state.store.config import resolve
 
             self._settings = resolve(
                 self.opts.get("db"),
@@ -40,10 +40,10 @@ class App:
 
     @property
     def command_prefix(self) -> str:
-        """`wassette` plus the location options in use, so printed commands hit this store."""
+        """`wassette-state` plus the location options in use, so printed commands hit this store."""
         import shlex
 
-        parts = ["wassette"]
+        parts = ["wassette-state"]
         for opt in ("db", "component_dir", "secrets_dir"):
             value = self.opts.get(opt)
             if value:
@@ -53,7 +53,7 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from store.service import Store
+            from wassette_state.store.service import Store
 
             self._store = Store(self.settings)
         return self._store
@@ -67,7 +67,7 @@ pass_app = click.make_pass_decorator(App)
 
 
 def output_option(f: Any) -> Any:
-    """`-o` accepted after the subcommand too (`wassette state history -o json`)."""
+    """`-o` accepted after the subcommand too (`wassette-state state history -o json`)."""
 
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         app = ctx.find_object(App)
@@ -92,28 +92,30 @@ def output_option(f: Any) -> Any:
 @click.option("--actor", envvar="WASSETTE_ACTOR", help="Who is making changes (default user@host).")
 @click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
-@click.version_option(VERSION, prog_name="wassette")
+@click.version_option(VERSION, prog_name="wassette-state")
 @click.pass_context
 def cli(ctx: click.Context, /, **opts: Any) -> None:
     """Event-sourced state store for Wassette: every change recorded, any moment restorable.
 
     \b
     Examples:
-      wassette component attach ./weather.wasm --policy policy.yaml
-      wassette state history --component weather
-      wassette state export state.yaml --at 2h
+      wassette-state component attach ./weather.wasm --policy policy.yaml
+      wassette-state state history --component weather
+      wassette-state state export state.yaml --at 2h
     """
     if opts["verbose"]:
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="wassette: %(message)s", stream=sys.stderr)
+        logging.basicConfig(
+            level=logging.INFO, format="wassette-state: %(message)s", stream=sys.stderr
+        )
     app = App(**opts)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
 
 def _register() -> None:
-    from cli import component, policy, secret, state
+    from wassette_state.cli import component, policy, secret, state
 
     for group in (
         component.component,
@@ -131,10 +133,10 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every refusal is one `Error:` line and an exit code from the design."""
-    from store.errors import StoreError
+    from wassette_state.store.errors import StoreError
 
     try:
-        cli.main(args=argv, prog_name="wassette", standalone_mode=False)
+        cli.main(args=argv, prog_name="wassette-state", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.Abort:

@@ -1,12 +1,12 @@
-"""`wassette policy …` and `wassette permission …`"""
+"""`wassette-state policy …` and `wassette-state permission …`"""
 
 from __future__ import annotations
 
 import click
 
-from cli.common import report
-from cli.main import App, output_option, pass_app
-from cli.output import emit
+from wassette_state.cli.common import report
+from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.output import emit
 
 
 @click.group()
@@ -21,7 +21,7 @@ def policy() -> None:
 @pass_app
 def policy_attach(app: App, component_id: str, source: str) -> None:
     """Validate a policy file and attach it to a component."""
-    from store.commands import policy_attach as do
+    from wassette_state.store.commands import policy_attach as do
 
     report(app, do(app.store, component_id, source), f"attached policy to {component_id}")
 
@@ -32,7 +32,7 @@ def policy_attach(app: App, component_id: str, source: str) -> None:
 @pass_app
 def policy_detach(app: App, component_id: str) -> None:
     """Remove a component's policy."""
-    from store.commands import policy_detach as do
+    from wassette_state.store.commands import policy_detach as do
 
     report(app, do(app.store, component_id), f"detached policy from {component_id}")
 
@@ -43,7 +43,7 @@ def policy_detach(app: App, component_id: str) -> None:
 @pass_app
 def policy_get(app: App, component_id: str) -> None:
     """Print a component's policy document."""
-    from store.errors import NotFound
+    from wassette_state.store.errors import NotFound
 
     comp = app.store.component(component_id)
     if comp.policy is None:
@@ -63,9 +63,9 @@ def permission() -> None:
 
     \b
     Examples:
-      wassette permission grant network weather api.openweathermap.org
-      wassette permission grant storage fs fs://workspace/** --access read,write
-      wassette permission revoke environment-variable weather API_KEY
+      wassette-state permission grant network weather api.openweathermap.org
+      wassette-state permission grant storage fs fs://workspace/** --access read,write
+      wassette-state permission revoke environment-variable weather API_KEY
     """
 
 
@@ -85,7 +85,7 @@ def _kind_commands(group: click.Group, op: str) -> None:
     @output_option
     @pass_app
     def storage(app: App, component_id: str, uri: str, access: str | None) -> None:
-        from store.commands import permission as do
+        from wassette_state.store.commands import permission as do
 
         o = do(app.store, op, component_id, "storage", uri, _access(access))
         report(
@@ -107,7 +107,7 @@ def _kind_commands(group: click.Group, op: str) -> None:
             @output_option
             @pass_app
             def cmd(app: App, component_id: str, value: str) -> None:
-                from store.commands import permission as do
+                from wassette_state.store.commands import permission as do
 
                 o = do(app.store, op, component_id, kind, value)
                 report(
@@ -140,7 +140,7 @@ _kind_commands(revoke, "revoke")
 @pass_app
 def reset(app: App, component_id: str) -> None:
     """Remove every permission from a component's policy."""
-    from store.commands import permission as do
+    from wassette_state.store.commands import permission as do
 
     report(app, do(app.store, "reset", component_id), f"reset permissions of {component_id}")
 

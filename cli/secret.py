@@ -1,4 +1,4 @@
-"""`wassette secret …` and `wassette env …`"""
+"""`wassette-state secret …` and `wassette env …`"""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from cli.common import report
-from cli.main import App, output_option, pass_app
-from cli.output import emit, table
+from wassette_state.cli.common import report
+from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.output import emit, table
 
 
 @click.group()
@@ -27,10 +27,10 @@ def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_s
 
     \b
     Example:
-      printf 'API_KEY=%s\\n' "$KEY" | wassette secret set weather --stdin
+      printf 'API_KEY=%s\\n' "$KEY" | wassette-state secret set weather --stdin
     """
-    from store.commands import parse_assignment_lines, parse_assignments
-    from store.commands import secret_set as do
+    from wassette_state.store.commands import parse_assignment_lines, parse_assignments
+    from wassette_state.store.commands import secret_set as do
 
     if from_stdin:
         if assignments:
@@ -49,7 +49,7 @@ def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_s
 @pass_app
 def secret_list(app: App, component_id: str, show_values: bool) -> None:
     """List a component's secret keys; flags keys without a value on disk."""
-    from store.commands import secret_list as do
+    from wassette_state.store.commands import secret_list as do
 
     entries = do(app.store, component_id, show_values)
     data = {
@@ -88,7 +88,7 @@ def secret_list(app: App, component_id: str, show_values: bool) -> None:
 @pass_app
 def secret_delete(app: App, component_id: str, keys: tuple[str, ...]) -> None:
     """Delete secret keys and their values."""
-    from store.commands import secret_delete as do
+    from wassette_state.store.commands import secret_delete as do
 
     report(app, do(app.store, component_id, list(keys)), f"deleted {', '.join(keys)}")
 
@@ -104,8 +104,8 @@ def env() -> None:
 @pass_app
 def env_set(app: App, assignments: tuple[str, ...]) -> None:
     """Set environment variables."""
-    from store.commands import env_set as do
-    from store.commands import parse_assignments
+    from wassette_state.store.commands import env_set as do
+    from wassette_state.store.commands import parse_assignments
 
     values = parse_assignments(assignments, "variables")
     report(app, do(app.store, values), f"set {', '.join(sorted(values))}")
@@ -117,7 +117,7 @@ def env_set(app: App, assignments: tuple[str, ...]) -> None:
 @pass_app
 def env_unset(app: App, keys: tuple[str, ...]) -> None:
     """Unset environment variables."""
-    from store.commands import env_unset as do
+    from wassette_state.store.commands import env_unset as do
 
     report(app, do(app.store, list(keys)), f"unset {', '.join(keys)}")
 

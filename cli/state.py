@@ -1,4 +1,4 @@
-"""`wassette state …`: the log, integrity, and points in time."""
+"""`wassette-state state …`: the log, integrity, and points in time."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from cli.main import App, output_option, pass_app
-from cli.output import emit, iso_us, table
+from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.output import emit, iso_us, table
 
 
 @click.group()
@@ -83,19 +83,19 @@ def history(
 
     \b
     Examples:
-      wassette state history --component weather --since 2h
-      wassette state history --type policy. -o json
+      wassette-state state history --component weather --since 2h
+      wassette-state state history --type policy. -o json
     """
-    from store.log import Query
-    from store.service import resolve_point
-    from store.state import check_id
+    from wassette_state.store.log import Query
+    from wassette_state.store.service import resolve_point
+    from wassette_state.store.state import check_id
 
     if component is not None:
         check_id(component, "--component")
     with app.store.reading() as conn:
         from_seq = resolve_point(conn, since) + 1 if since is not None else None
         to_seq = resolve_point(conn, until) if until is not None else None
-        from store import log
+        from wassette_state.store import log
 
         events = log.read(
             conn,
@@ -137,8 +137,8 @@ def history(
 @pass_app
 def verify(app: App) -> None:
     """Check the hash chain, the read models and the database; exit 4 on any failure."""
-    from store.errors import IntegrityError
-    from store.verify import verify as run_verify
+    from wassette_state.store.errors import IntegrityError
+    from wassette_state.store.verify import verify as run_verify
 
     with app.store.reading() as conn:
         report = run_verify(conn)
@@ -191,10 +191,10 @@ def rebuild(app: App) -> None:
 
 def _point(app: App, conn: object, when: str | None) -> tuple[int, str | None]:
     """Resolve WHEN (or now) to a seq; also return the tag name when WHEN was a tag."""
-    from store.service import resolve_point
+    from wassette_state.store.service import resolve_point
 
     if when is None:
-        from store import log
+        from wassette_state.store import log
 
         return log.head(conn)[0], None  # type: ignore[arg-type]
     seq = resolve_point(conn, when)  # type: ignore[arg-type]
@@ -210,8 +210,8 @@ def snapshot_doc(
     lazy: bool = False,
 ) -> dict[str, Any]:
     """The export document for the state at WHEN (default now)."""
-    from store import log, readmodel
-    from store.exporter import AsOf, exported_at, state_doc
+    from wassette_state.store import log, readmodel
+    from wassette_state.store.exporter import AsOf, exported_at, state_doc
 
     store = app.store
     with store.reading() as conn:
@@ -245,11 +245,11 @@ def export_cmd(
 
     \b
     Examples:
-      wassette state export state.yaml
-      wassette state export backup.json --at 2026-11-25T10:00:00Z
+      wassette-state state export state.yaml
+      wassette-state state export backup.json --at 2026-11-25T10:00:00Z
     """
-    from store.exporter import render_state_json, render_state_yaml, write_output
-    from store.snapshot import format_for
+    from wassette_state.store.exporter import render_state_json, render_state_yaml, write_output
+    from wassette_state.store.snapshot import format_for
 
     fmt = format_for(target)
     doc = snapshot_doc(app, at, component_dir, secrets_dir, lazy=True)
@@ -277,11 +277,11 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
 
     \b
     Examples:
-      wassette state import handoff.yaml
-      wassette state import backup.json --prune --dry-run
+      wassette-state state import handoff.yaml
+      wassette-state state import backup.json --prune --dry-run
     """
-    from store.commands import secret_set_command, secrets_needed
-    from store.importer import run_import
+    from wassette_state.store.commands import secret_set_command, secrets_needed
+    from wassette_state.store.importer import run_import
 
     outcome = run_import(app.store, source, prune=prune, dry_run=dry_run, strict=strict)
     s = outcome.summary
@@ -361,7 +361,7 @@ def show(app: App, at: str | None) -> None:
 
 
 def _confirm_on_tty(app: App, yes: bool) -> object:
-    from cli.output import is_tty
+    from wassette_state.cli.output import is_tty
 
     if yes or not is_tty():
         return None
@@ -377,7 +377,7 @@ def _confirm_on_tty(app: App, yes: bool) -> object:
 
 
 def _rollback_report(app: App, outcome: Any, label: str) -> None:
-    from store.commands import secret_set_command, secrets_needed
+    from wassette_state.store.commands import secret_set_command, secrets_needed
 
     s = outcome.summary
     ids = sorted({e.component_id for e in outcome.events if e.component_id})
@@ -428,10 +428,10 @@ def rollback(app: App, to: str, dry_run: bool, yes: bool, reason: str | None) ->
 
     \b
     Examples:
-      wassette state rollback --to tag:before-upgrade --reason "bad policy"
-      wassette state rollback --to 15m --dry-run
+      wassette-state state rollback --to tag:before-upgrade --reason "bad policy"
+      wassette-state state rollback --to 15m --dry-run
     """
-    from store.history import rollback as do
+    from wassette_state.store.history import rollback as do
 
     outcome = do(app.store, to, dry_run=dry_run, reason=reason, confirm=_confirm_on_tty(app, yes))
     _rollback_report(app, outcome, "rollback")
@@ -445,7 +445,7 @@ def rollback(app: App, to: str, dry_run: bool, yes: bool, reason: str | None) ->
 @pass_app
 def undo(app: App, dry_run: bool, yes: bool, reason: str | None) -> None:
     """Roll back the most recent transaction."""
-    from store.history import undo as do
+    from wassette_state.store.history import undo as do
 
     outcome = do(app.store, dry_run=dry_run, reason=reason, confirm=_confirm_on_tty(app, yes))
     _rollback_report(app, outcome, "undo")
@@ -461,10 +461,10 @@ def diff(app: App, since: str, until: str | None) -> None:
 
     \b
     Example:
-      wassette state diff tag:release-1 -o json
+      wassette-state state diff tag:release-1 -o json
     """
-    from store import readmodel
-    from store.diff import diff as do
+    from wassette_state.store import readmodel
+    from wassette_state.store.diff import diff as do
 
     with app.store.reading() as conn:
         a, _ = _point(app, conn, since)
@@ -503,8 +503,8 @@ def _short(value: Any) -> str:
 @pass_app
 def blame(app: App, component_id: str) -> None:
     """For each aspect of a component (wasm, policy, each secret key): who last set it."""
-    from store.history import blame as do
-    from store.state import check_id
+    from wassette_state.store.history import blame as do
+    from wassette_state.store.state import check_id
 
     check_id(component_id)
     entries = do(app.store, component_id)
@@ -538,7 +538,7 @@ def blame(app: App, component_id: str) -> None:
 @pass_app
 def tag(app: App, name: str, at: str | None) -> None:
     """Name a point in history, usable as tag:NAME wherever WHEN is."""
-    from store.history import add_tag
+    from wassette_state.store.history import add_tag
 
     t = add_tag(app.store, name, at)
     emit({"status": "ok", **t}, app.output, f"tagged seq {t['seq']} as {name}")
@@ -549,7 +549,7 @@ def tag(app: App, name: str, at: str | None) -> None:
 @pass_app
 def tags(app: App) -> None:
     """List tags."""
-    from store.history import list_tags
+    from wassette_state.store.history import list_tags
 
     items = [{**t, "created_at": iso_us(t["created_at"])} for t in list_tags(app.store)]
     rows = [
@@ -566,8 +566,8 @@ def tags(app: App) -> None:
 @output_option
 @pass_app
 def sync(app: App) -> None:
-    """Record changes made to the component and secrets dirs outside wassette (drift)."""
-    from store.drift import sync as do
+    """Record changes made to the component and secrets dirs outside wassette-state (drift)."""
+    from wassette_state.store.drift import sync as do
 
     outcome, drifts = do(app.store)
     lines = [
@@ -593,7 +593,7 @@ def warn_drift(app: App, files: bool = True) -> None:
     component and secrets dirs: an export of a past point does not contain what the files
     hold now, so their drift does not concern it (and the scan reads every file).
     """
-    from store.drift import find
+    from wassette_state.store.drift import find
 
     marker = app.store.read_marker()
     head = app.store.head_seq()
@@ -618,6 +618,6 @@ def warn_drift(app: App, files: bool = True) -> None:
         click.echo(
             f"Warning: {len(drifts)} change(s) in the component/secrets dirs are not in the log "
             f"(first: {drifts[0].component_id}: {drifts[0].what}); "
-            "run 'wassette state sync' to record them",
+            "run 'wassette-state state sync' to record them",
             err=True,
         )

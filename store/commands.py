@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from store import events as ev
-from store import files, fsutil
-from store import secrets as secret_files
-from store.errors import NotFound, ValidationError, unknown_component
-from store.service import Decision, Outcome, Store
-from store.state import Component, State, check_env_key, check_id
+from wassette_state.store import events as ev
+from wassette_state.store import files, fsutil
+from wassette_state.store import secrets as secret_files
+from wassette_state.store.errors import NotFound, ValidationError, unknown_component
+from wassette_state.store.service import Decision, Outcome, Store
+from wassette_state.store.state import Component, State, check_env_key, check_id
 
 MAX_WASM_BYTES = 512 * 1024 * 1024
 MAX_POLICY_BYTES = 1024 * 1024
@@ -124,7 +124,7 @@ def load_component(store: Store, source: str, component_id: str | None = None) -
 
 def introspect_cached(store: Store, data: bytes, digest: str, label: str) -> Any:
     """Introspection is pure in the bytes: cache it on disk by sha256 across processes."""
-    from store import wasm
+    from wassette_state.store import wasm
 
     cache = store.settings.data_dir / "cache" / "tools" / f"{digest}.json"
     raw = fsutil.read_if_file(cache)
@@ -208,7 +208,7 @@ class PolicyInput:
 
 
 def load_policy(source: str) -> PolicyInput:
-    from store.policy import parse_policy
+    from wassette_state.store.policy import parse_policy
 
     path = local_path(source, "policy file")
     raw = read_limited(path, MAX_POLICY_BYTES, "policy file")
@@ -339,7 +339,7 @@ def permission(
     access: list[str] | None = None,
 ) -> Outcome:
     """grant / revoke / reset as `policy.changed`; safe to re-decide, so it retries."""
-    from store import policy as pol
+    from wassette_state.store import policy as pol
 
     check_id(component_id)
     component_dir = store.settings.component_dir
@@ -430,7 +430,7 @@ class _SecretsLock:
     hold secret values)."""
 
     def __init__(self, store: Store) -> None:
-        from store import db
+        from wassette_state.store import db
 
         self.store = store
         self.lock = db.file_lock(store.settings.data_dir / "secrets")

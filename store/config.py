@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from store import db
+from wassette_state.store import db
 
 
 @dataclass(frozen=True)

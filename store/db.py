@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 
-from store.errors import ConflictError, StoreError
+from wassette_state.store.errors import ConflictError, StoreError
 
 BUSY_TIMEOUT_MS = int(os.environ.get("WASSETTE_BUSY_TIMEOUT_MS", "60000"))
 SYNCHRONOUS = os.environ.get("WASSETTE_SYNCHRONOUS", "FULL").upper()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from store import events as ev
-from store.state import Component, State
+from wassette_state.store import events as ev
+from wassette_state.store.state import Component, State
 
 
 @dataclass(frozen=True)

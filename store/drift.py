@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store import events as ev
-from store import files, fsutil
-from store import secrets as secret_files
-from store.errors import ValidationError
-from store.state import ID_RE, Component, Metadata, State
+from wassette_state.store import events as ev
+from wassette_state.store import files, fsutil
+from wassette_state.store import secrets as secret_files
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.state import ID_RE, Component, Metadata, State
 
 SYNC_ACTOR = "filesystem"
 
@@ -151,7 +151,7 @@ _CHUNK = 1 << 16
 
 def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found) -> None:
     """Record bytes found in the component dir as the component's new wasm."""
-    from store.commands import metadata_doc
+    from wassette_state.store.commands import metadata_doc
 
     mtime = int(wasm.stat().st_mtime)
     found.blobs[sha] = data
@@ -203,7 +203,7 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
         # parse below could only end in "equal" or in "invalid, but unchanged": no drift
         # either way, so it is skipped.
         return
-    from store.policy import parse_policy
+    from wassette_state.store.policy import parse_policy
 
     try:
         text = raw.decode("utf-8")
@@ -376,7 +376,7 @@ def _edited_since_declared(secrets_dir: Path, cid: str, last_secret_change: Any)
 
 
 def _valid_key(key: str) -> bool:
-    from store.state import ENV_KEY_RE
+    from wassette_state.store.state import ENV_KEY_RE
 
     return bool(ENV_KEY_RE.fullmatch(key))
 
@@ -397,13 +397,13 @@ def _new_component(cid: str, wasm: Path, components: _Dir, introspect: Any, foun
 
 def find(store: Any) -> Found:
     """Drift of the store's current state (after repairing a crash, which is not drift)."""
-    from store.commands import introspect_cached
+    from wassette_state.store.commands import introspect_cached
 
     def introspect(data: bytes, sha: str, label: str) -> Any:
         return introspect_cached(store, data, sha, label)
 
     def last_secret_change(cid: str) -> int | None:
-        from store import log
+        from wassette_state.store import log
 
         with store.reading() as conn:
             rows = log.read(
@@ -422,7 +422,7 @@ def find(store: Any) -> Found:
 
 def sync(store: Any) -> tuple[Any, list[Drift]]:
     """Record adoptable drift as one `sync` transaction by the actor `filesystem`."""
-    from store.service import Decision
+    from wassette_state.store.service import Decision
 
     store.repair_files()
     found = find(store)
@@ -432,7 +432,7 @@ def sync(store: Any) -> tuple[Any, list[Drift]]:
 
     def decide(state: State) -> Decision:
         if state != base_versions:
-            from store.errors import ConflictError
+            from wassette_state.store.errors import ConflictError
 
             raise ConflictError("the state changed while scanning for drift; run sync again")
         return Decision(

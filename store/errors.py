@@ -36,4 +36,4 @@ class SchemaTooNewError(ValidationError):
 
 
 def unknown_component(component_id: str) -> NotFound:
-    return NotFound(f"unknown component {component_id!r} (see 'wassette component list')")
+    return NotFound(f"unknown component {component_id!r} (see 'wassette-state component list')")

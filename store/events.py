@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from store.state import INSTANCE_STREAM
+from wassette_state.store.state import INSTANCE_STREAM
 
 __all__ = ["INSTANCE_STREAM"]  # re-exported: events name their streams
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store.state import Component, Metadata, State
+from wassette_state.store.state import Component, Metadata, State
 
 TOOL_VERSION = "0.1.0"
 
@@ -71,7 +71,7 @@ def state_doc(
 
 
 def render(doc: dict[str, Any], fmt: str) -> bytes:
-    from store.snapshot import render_snapshot
+    from wassette_state.store.snapshot import render_snapshot
 
     return render_snapshot(doc, fmt)  # type: ignore[arg-type]
 
@@ -80,7 +80,7 @@ def write_output(target: str, data: bytes) -> None:
     """Atomic, mode 0600 (a snapshot holds policies); `-` is stdout."""
     import sys
 
-    from store import fsutil
+    from wassette_state.store import fsutil
 
     if target == "-":
         sys.stdout.buffer.write(data)
@@ -88,11 +88,11 @@ def write_output(target: str, data: bytes) -> None:
         return
     path = Path(target).expanduser()
     if path.is_dir():
-        from store.errors import ValidationError
+        from wassette_state.store.errors import ValidationError
 
         raise ValidationError(f"{path} is a directory; give a file name")
     if not path.parent.is_dir():
-        from store.errors import ValidationError
+        from wassette_state.store.errors import ValidationError
 
         raise ValidationError(f"directory {path.parent} does not exist")
     if path.exists() and not path.is_file():

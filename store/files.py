@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store import fsutil
-from store.state import Component, State
+from wassette_state.store import fsutil
+from wassette_state.store.state import Component, State
 
 logger = logging.getLogger("wassette")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from store import events as ev
-from store.state import Component, Metadata, Paths, Policy, State
+from wassette_state.store import events as ev
+from wassette_state.store.state import Component, Metadata, Paths, Policy, State
 
 
 def evolve_component(

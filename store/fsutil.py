@@ -15,7 +15,7 @@ def ensure_dir(path: Path, mode: int = 0o755) -> None:
     the user's home (`--db ~/state.db`) and a 0700 component dir stays 0700.
     """
     if path.is_symlink():
-        from store.errors import ValidationError
+        from wassette_state.store.errors import ValidationError
 
         raise ValidationError(f"{path} is a symbolic link; refusing to write through it")
     created = not path.exists()

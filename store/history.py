@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy import exc as sa_exc
 
-from store import db, log, readmodel
-from store.diff import reconcile
-from store.errors import NotFound, ValidationError, unknown_component
-from store.schema import events, tags
-from store.service import Decision, Outcome, Store, resolve_point
-from store.state import ID_RE, State
+from wassette_state.store import db, log, readmodel
+from wassette_state.store.diff import reconcile
+from wassette_state.store.errors import NotFound, ValidationError, unknown_component
+from wassette_state.store.schema import events, tags
+from wassette_state.store.service import Decision, Outcome, Store, resolve_point
+from wassette_state.store.state import ID_RE, State
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def _rollback_to(
 def _restorable(store: Store, current: State, target: State) -> tuple[State, list[dict[str, str]]]:
     """The target, less components whose wasm bytes are nowhere to be found (left as they
     are now, and reported), so a rollback never records a component it cannot serve."""
-    from store import fsutil
-    from store.files import sha256_hex
+    from wassette_state.store import fsutil
+    from wassette_state.store.files import sha256_hex
 
     components = dict(target.components)
     skipped: list[dict[str, str]] = []

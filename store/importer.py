@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store import events as ev
-from store import files, fsutil
-from store.errors import ValidationError
-from store.service import Decision, Outcome, Store
-from store.state import Component, Metadata, Policy, State
+from wassette_state.store import events as ev
+from wassette_state.store import files, fsutil
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.service import Decision, Outcome, Store
+from wassette_state.store.state import Component, Metadata, Policy, State
 
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -52,7 +52,7 @@ class PreparedFile:
 
 def read_source(source: str) -> tuple[bytes, str]:
     """Bytes and format of the file (`-` = stdin, JSON unless named .yaml/.yml)."""
-    from store.snapshot import format_for
+    from wassette_state.store.snapshot import format_for
 
     if source == "-":
         data = sys.stdin.buffer.read(MAX_BYTES + 1)
@@ -82,10 +82,10 @@ def read_source(source: str) -> tuple[bytes, str]:
 
 
 def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
-    from store import wasm
-    from store.commands import metadata_doc
-    from store.policy import parse_policy
-    from store.snapshot import parse_snapshot
+    from wassette_state.store import wasm
+    from wassette_state.store.commands import metadata_doc
+    from wassette_state.store.policy import parse_policy
+    from wassette_state.store.snapshot import parse_snapshot
 
     data, fmt = read_source(source)
 
@@ -104,7 +104,7 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
         environment=dict(snap.environment),
     )
     component_dir = store.settings.component_dir
-    from store.commands import _check_secrets_names
+    from wassette_state.store.commands import _check_secrets_names
 
     file_ids = {c.component_id for c in snap.components}
     _check_secrets_names(store.component_ids() | file_ids)
@@ -196,9 +196,10 @@ _KEY_RULE = "letters, digits, '_', '.', '-'; must not start with a digit"
 
 def _check_key_names(snap: Any) -> None:
     """Names the rest of the CLI refuses must not enter the state through an import: they could
-    never be set or unset again, and they are printed inside `wassette secret set` commands for
-    the user to run (a name like `$(...)` would run in their shell). Names are not shown."""
-    from store.state import ENV_KEY_RE
+    never be set or unset again, and they are printed inside `wassette-state secret set`
+    commands for the user to run (a name like `$(...)` would run in their shell). Names are not
+    shown."""
+    from wassette_state.store.state import ENV_KEY_RE
 
     for key in snap.environment:
         if not ENV_KEY_RE.fullmatch(key):
@@ -228,7 +229,7 @@ def plan_events(
     state: State, prepared: PreparedFile, prune: bool
 ) -> tuple[list[ev.Event], list[str]]:
     """The events that make the state equal to the file (merge, or exact with prune)."""
-    from store.diff import reconcile
+    from wassette_state.store.diff import reconcile
 
     target: dict[str, Component] = {}
     for p in prepared.components:
@@ -291,7 +292,7 @@ def run_import(
         )
 
     if dry_run:
-        from store.fold import project
+        from wassette_state.store.fold import project
 
         state = store.state()
         decision = decide(state)

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, and_, func, insert, select, update
 
-from store import db
-from store.errors import ConflictError, ValidationError
-from store.schema import events, store_identity, transactions
-from store.state import INSTANCE_STREAM, Metadata, compact
+from wassette_state.store import db
+from wassette_state.store.errors import ConflictError, ValidationError
+from wassette_state.store.schema import events, store_identity, transactions
+from wassette_state.store.state import INSTANCE_STREAM, Metadata, compact
 
 if TYPE_CHECKING:  # the event models (pydantic) load only when a command writes or replays
-    from store import events as ev
+    from wassette_state.store import events as ev
 
 GENESIS_HASH = "0" * 64
 TX_KINDS = ("change", "import", "rollback", "sync")
@@ -111,14 +111,14 @@ class StoredEvent:
     data_text: str | None = field(default=None, repr=False, compare=False)
 
     def event(self) -> ev.Event:
-        from store import events as ev
+        from wassette_state.store import events as ev
 
         return ev.from_data(self.type, self.type_version, self.data)
 
     def trusted_event(self) -> ev.Event:
         """The event without re-validation: for replays of a log whose every event was
         validated on its way in (and whose chain `verify` checks)."""
-        from store import events as ev
+        from wassette_state.store import events as ev
 
         return ev.from_data_trusted(self.type, self.type_version, self.data)
 
@@ -195,7 +195,7 @@ def append(
     if not new_events:
         raise ValueError("a transaction needs at least one event")
     _check_utf8("the actor, command or reason", [tx.actor, tx.command, tx.reason, tx.details])
-    from store import events as ev
+    from wassette_state.store import events as ev
 
     streams = [stream_of(e) for e in new_events]
     # Every stream the decision read is checked, also those this transaction does not write.

@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy import Engine, insert, inspect, text
 from sqlalchemy import exc as sa_exc
 
-from store import db, schema
-from store.errors import SchemaTooNewError, ValidationError
+from wassette_state.store import db, schema
+from wassette_state.store.errors import SchemaTooNewError, ValidationError
 
 # Revisions in order; the last is the head this code writes. A test checks it against alembic.
 REVISIONS: tuple[str, ...] = ("0001_initial", "0002_head_anchor", "0003_chain_v2")
@@ -18,7 +18,8 @@ HEAD = REVISIONS[-1]
 
 
 def migrations_dir() -> Path:
-    import store.migrations as pkg  # the repo's migrations/ travels in the wheel under store/
+    # the repo's migrations/ travels in the wheel under wassette_state/store/
+    import wassette_state.store.migrations as pkg
 
     return Path(pkg.__file__).resolve().parent
 
@@ -39,8 +40,8 @@ def ensure_schema(engine: Engine, url: str) -> None:
         return
     if rev is not None and rev not in REVISIONS:
         raise SchemaTooNewError(
-            f"the database schema ({rev}) is newer than this version of wassette; "
-            "upgrade wassette to open it"
+            f"the database schema ({rev}) is newer than this version of wassette-state; "
+            "upgrade wassette-state to open it"
         )
     path = db.sqlite_path(url)
     if path is None:
@@ -62,8 +63,8 @@ def _refuse_foreign(engine: Engine) -> None:
     if names:
         shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
         raise ValidationError(
-            f"{engine.url.render_as_string(hide_password=True)} is not a wassette database: "
-            f"it has tables ({shown}) but no wassette schema version"
+            f"{engine.url.render_as_string(hide_password=True)} is not a wassette-state database: "
+            f"it has tables ({shown}) but no wassette-state schema version"
         )
 
 

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from store.errors import ValidationError
+from wassette_state.store.errors import ValidationError
 
 __all__ = [
     "PERMISSION_KINDS",

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
-from store import db
-from store.errors import StoreError
-from store.gcutil import gc_paused
-from store.log import StoredEvent
-from store.schema import component_versions, contents, entities, setting_versions
-from store.state import Component, Metadata, Paths, Policy, State, compact
+from wassette_state.store import db
+from wassette_state.store.errors import StoreError
+from wassette_state.store.gcutil import gc_paused
+from wassette_state.store.log import StoredEvent
+from wassette_state.store.schema import component_versions, contents, entities, setting_versions
+from wassette_state.store.state import Component, Metadata, Paths, Policy, State, compact
 
 if TYPE_CHECKING:  # replays load the event models; reading a state does not
-    from store import events as ev
+    from wassette_state.store import events as ev
 
 
 def _sha(text: str) -> str:
@@ -96,7 +96,7 @@ class Deriver:
     encoder: Encoder = field(default_factory=Encoder)
 
     def feed(self, seq: int, event: ev.Event, metadata: Metadata | None = None) -> Change | None:
-        from store.fold import evolve_component, evolve_setting, setting_key
+        from wassette_state.store.fold import evolve_component, evolve_setting, setting_key
 
         cid = getattr(event, "component_id", None)
         if cid is not None:
@@ -174,7 +174,7 @@ def apply(
         decoded = [(se.seq, e) for se, e in zip(stored, originals, strict=True)]
     else:
         decoded = [(se.seq, se.event()) for se in stored]
-    from store.fold import setting_key
+    from wassette_state.store.fold import setting_key
 
     touched = {getattr(e, "component_id", None) or setting_key(e) or "" for _, e in decoded}
     d = deriver_for(base, touched)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from store import fsutil
-from store.errors import ValidationError
+from wassette_state.store import fsutil
+from wassette_state.store.errors import ValidationError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 # The loader secrets files are read with (drift's fast key reader follows its resolver rules).

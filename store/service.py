@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
-from store import db, files, log, migrate, readmodel
-from store.config import Settings
-from store.errors import ConflictError, StoreError, ValidationError
-from store.gcutil import gc_paused
-from store.schema import store_identity
-from store.state import State
+from wassette_state.store import db, files, log, migrate, readmodel
+from wassette_state.store.config import Settings
+from wassette_state.store.errors import ConflictError, StoreError, ValidationError
+from wassette_state.store.gcutil import gc_paused
+from wassette_state.store.schema import store_identity
+from wassette_state.store.state import State
 
 if TYPE_CHECKING:
-    from store import events as ev
+    from wassette_state.store import events as ev
 
 logger = logging.getLogger("wassette")
 
@@ -53,7 +53,8 @@ class Store:
             migrate.ensure_schema(self.engine, settings.db_url)
         except sa_exc.DatabaseError as e:
             raise ValidationError(
-                f"{settings.db_url} is not a usable wassette database: {db._first_line(e.orig)}"
+                f"{settings.db_url} is not a usable wassette-state database: "
+                f"{db._first_line(e.orig)}"
             ) from e
         self._lineage: str | None = None
         self.blobs = files.BlobStore(settings.blob_dir)
@@ -81,7 +82,7 @@ class Store:
         """
         import json
 
-        from store import fsutil
+        from wassette_state.store import fsutil
 
         fsutil.ensure_dir(self.settings.data_dir)
         with db.file_lock(self.settings.data_dir / "materialize"):
@@ -108,7 +109,7 @@ class Store:
     def check_dirs(self) -> None:
         """Before anything is recorded: the dirs the state is written into must not be
         symlinks (a planted link would make the tool write elsewhere)."""
-        from store.errors import ValidationError
+        from wassette_state.store.errors import ValidationError
 
         for what, path in (
             ("component dir", self.settings.component_dir),
@@ -164,8 +165,8 @@ class Store:
 
     def component(self, component_id: str) -> Any:
         """One current component (reads only its rows), or NotFound."""
-        from store.errors import unknown_component
-        from store.state import check_id
+        from wassette_state.store.errors import unknown_component
+        from wassette_state.store.state import check_id
 
         check_id(component_id)
         with self.reading() as conn:
@@ -254,7 +255,7 @@ class Store:
                 appended.events[0].seq,
                 appended.events[-1].seq,
             )
-            from store.fold import project
+            from wassette_state.store.fold import project
 
             state = project(decision.events, base)
             if after is not None:
@@ -273,7 +274,7 @@ class Store:
         have = (base.paths.component_dir, base.paths.secrets_dir) if base.paths else None
         if have == want:
             return new
-        from store import events as ev
+        from wassette_state.store import events as ev
 
         return [ev.PathsSet(component_dir=want[0], secrets_dir=want[1]), *new]
 
@@ -310,9 +311,9 @@ def resolve_point(conn: Connection, text: str) -> int:
     """A WHEN string → the seq whose state it names (0 = before the first event)."""
     import time
 
-    from store.errors import NotFound
-    from store.schema import tags
-    from store.when import parse_when
+    from wassette_state.store.errors import NotFound
+    from wassette_state.store.schema import tags
+    from wassette_state.store.when import parse_when
 
     point = parse_when(text, time.time_ns() // 1000)
     last_seq = log.head(conn)[0]
@@ -332,5 +333,5 @@ def resolve_point(conn: Connection, text: str) -> int:
         return seq
     seq_row = conn.execute(select(tags.c.seq).where(tags.c.name == point.value)).scalar()
     if seq_row is None:
-        raise NotFound(f"unknown tag {point.value!r} (see 'wassette state tags')")
+        raise NotFound(f"unknown tag {point.value!r} (see 'wassette-state state tags')")
     return int(seq_row)

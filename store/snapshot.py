@@ -35,9 +35,9 @@ from yaml.events import (
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from store.errors import ValidationError
-from store.gcutil import gc_paused
-from store.state import compact
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.gcutil import gc_paused
+from wassette_state.store.state import compact
 
 __all__ = [
     "ID_RE",
@@ -322,7 +322,7 @@ class SnapshotComponent(BaseModel):
 
 
 _SECRET_VALUES = (
-    "contains secret values; a state file carries key names only (use 'wassette secret set')"
+    "contains secret values; a state file carries key names only (use 'wassette-state secret set')"
 )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.errors import ValidationError
+from wassette_state.store.errors import ValidationError
 
 # The stream of instance settings; ids start with [A-Za-z0-9], so no component can take it.
 INSTANCE_STREAM = "_instance"

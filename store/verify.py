@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
-from store import log, readmodel
-from store.schema import contents, entities, events, transactions
+from wassette_state.store import log, readmodel
+from wassette_state.store.schema import contents, entities, events, transactions
 
 
 @dataclass
@@ -45,7 +45,7 @@ def verify(conn: Connection) -> Report:
 def _check_head(conn: Connection, report: Report, rewritten: bool) -> None:
     """The store records where its log ends: a log cut short (or grown behind its back)
     disagrees with that anchor."""
-    from store.schema import store_identity
+    from wassette_state.store.schema import store_identity
 
     anchor = conn.execute(select(store_identity.c.head_seq, store_identity.c.head_hash)).first()
     last_seq, last_hash, _, _ = log.head(conn)
@@ -84,7 +84,7 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
             )
         )
     }
-    from store.schema import store_identity
+    from wassette_state.store.schema import store_identity
 
     v2_from = conn.execute(select(store_identity.c.chain_v2_from)).scalar() or 1
     stream_versions: dict[str, int] = {}
@@ -182,7 +182,7 @@ def _check_read_models(conn: Connection, derived: readmodel.Rows, report: Report
                 seq = min(w[1], h[1])
                 report.problems.append(
                     f"seq {seq}: read model differs from the log ({label} {w[0]!r}); "
-                    "run 'wassette state rebuild'"
+                    "run 'wassette-state state rebuild'"
                 )
                 return
         if len(want_sorted) != len(have_sorted):
@@ -190,7 +190,7 @@ def _check_read_models(conn: Connection, derived: readmodel.Rows, report: Report
             extra = longer[min(len(want_sorted), len(have_sorted))]
             report.problems.append(
                 f"seq {extra[1]}: read model has {len(have_sorted)} {label} versions, the log "
-                f"gives {len(want_sorted)}; run 'wassette state rebuild'"
+                f"gives {len(want_sorted)}; run 'wassette-state state rebuild'"
             )
             return
     # The entity list drives point-in-time reads: a missing entry hides an entity's past.
@@ -202,13 +202,13 @@ def _check_read_models(conn: Connection, derived: readmodel.Rows, report: Report
     for kind, key in sorted(set(first_seen) - listed, key=lambda e: first_seen[e]):
         report.problems.append(
             f"seq {first_seen[(kind, key)]}: read model entity list lacks {kind} {key!r}; "
-            "run 'wassette state rebuild'"
+            "run 'wassette-state state rebuild'"
         )
         return
     for kind, key in sorted(listed - set(first_seen)):
         report.problems.append(
             f"read model entity list has {kind} {key!r}, which the log never created; "
-            "run 'wassette state rebuild'"
+            "run 'wassette-state state rebuild'"
         )
         return
     for h, body in conn.execute(select(contents.c.hash, contents.c.body)):

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from store.errors import ValidationError
+from wassette_state.store.errors import ValidationError
 
 if TYPE_CHECKING:
     import wasmtime

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from store.errors import ValidationError
+from wassette_state.store.errors import ValidationError
 
 _REL = re.compile(r"^([0-9]{1,9})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -24,10 +24,10 @@ if str(REPO) not in sys.path:
 
 def wassette_exe() -> str:
     """The installed console script beside this Python (CI installs the package into a venv)."""
-    candidate = Path(sys.executable).parent / "wassette"
+    candidate = Path(sys.executable).parent / "wassette-state"
     if candidate.exists():
         return str(candidate)
-    found = shutil.which("wassette")
+    found = shutil.which("wassette-state")
     if found is None:
         raise RuntimeError("the wassette console script is not installed (pip install .)")
     return found
@@ -63,12 +63,12 @@ class Env:
         return self.root / "secrets"
 
     def settings(self, actor: str = "tester@test") -> object:
-        from store.config import resolve
+        from wassette_state.store.config import resolve
 
         return resolve(str(self.db), str(self.component_dir), str(self.secrets_dir), actor)
 
     def store(self, actor: str = "tester@test") -> object:
-        from store.service import Store
+        from wassette_state.store.service import Store
 
         return Store(self.settings(actor))  # type: ignore[arg-type]
 
@@ -149,7 +149,7 @@ def opened(env: Env, actor: str = "tester@test") -> Iterator[Any]:
 
 
 def all_events(env: Env) -> list[Any]:
-    from store import log
+    from wassette_state.store import log
 
     with opened(env) as s:
         return list(s.history(log.Query()))
@@ -183,7 +183,15 @@ def raw_db(path: Path) -> Iterator[Any]:
 
 def run_verify(store: Any) -> Any:
     """`state verify`'s report for an open store."""
-    from store.verify import verify
+    from wassette_state.store.verify import verify
 
     with store.reading() as conn:
         return verify(conn)
+
+
+@pytest.fixture
+def wassette(env: Env) -> Any:
+    """The real Wassette 0.8.0 on this test's dirs (fails, never skips, if it can't be set up)."""
+    from real_wassette import RealWassette
+
+    return RealWassette(env)

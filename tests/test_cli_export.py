@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from store import commands
-from store.snapshot import parse_snapshot
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, ok, tree_bytes
+from wassette_state.store import commands
+from wassette_state.store.snapshot import parse_snapshot
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 SECRET = "exp0rt-s3cr3t-value-never-shown"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from store import log
-from store.service import Store
 from tests import wasm_fixtures
 from tests.conftest import Env, Result, assert_refused, tree_bytes
+from wassette_state.store import log
+from wassette_state.store.service import Store
 
 ISO_US = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 KEYS = ["seq", "tx", "recorded_at", "actor", "kind", "command", "type", "component_id", "data"]

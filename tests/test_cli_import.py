@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from cli.main import App
-from cli.state import snapshot_doc
-from store import commands, exporter, log, wasm
-from store.snapshot import format_for, parse_snapshot
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, Result, assert_refused, ok, tree_bytes
+from wassette_state.cli.main import App
+from wassette_state.cli.state import snapshot_doc
+from wassette_state.store import commands, exporter, log, wasm
+from wassette_state.store.snapshot import format_for, parse_snapshot
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 WRITTEN = CONFORMANCE / "state" / "wassette-written.json"

@@ -10,22 +10,22 @@ from typing import Any
 
 import pytest
 
-from store import commands, log, readmodel
-from store import events as ev
-from store.service import Decision, Store
-from store.verify import verify
 from tests.conftest import REPO, Env
+from wassette_state.store import commands, log, readmodel
+from wassette_state.store import events as ev
+from wassette_state.store.service import Decision, Store
+from wassette_state.store.verify import verify
 
 # Every child waits at a file barrier (all `ready-*` files present) before the contended step.
 PRELUDE = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from store import db, log, readmodel
-from store import events as ev
-from store.config import resolve
-from store.errors import ConflictError
-from store.service import Decision, Store
+from wassette_state.store import db, log, readmodel
+from wassette_state.store import events as ev
+from wassette_state.store.config import resolve
+from wassette_state.store.errors import ConflictError
+from wassette_state.store.service import Decision, Store
 
 root, me, parties = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 barrier = root / "barrier"
@@ -227,7 +227,7 @@ def test_concurrent_cli_commands(env: Env) -> None:
     store.close()
     script = [
         subprocess.Popen(
-            [str(Path(sys.executable).parent / "wassette"), *cmd],
+            [str(Path(sys.executable).parent / "wassette-state"), *cmd],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from store import commands, drift
-from store import secrets as secret_files
-from store.history import blame, rollback
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result, all_events, ok, opened
+from wassette_state.store import commands, drift
+from wassette_state.store import secrets as secret_files
+from wassette_state.store.history import blame, rollback
 
 STAMP_MTIME = 1_700_000_000
 SECRET_API = "api-value-0451"

@@ -19,13 +19,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store import drift, files, wasm
-from store import events as ev
-from store import secrets as secret_files
-from store.policy import parse_policy
-from store.state import Component, Metadata, Policy, State
-from store.wasm import Introspection
 from tests import wasm_fixtures as fx
+from wassette_state.store import drift, files, wasm
+from wassette_state.store import events as ev
+from wassette_state.store import secrets as secret_files
+from wassette_state.store.policy import parse_policy
+from wassette_state.store.state import Component, Metadata, Policy, State
+from wassette_state.store.wasm import Introspection
 
 MTIME = 1_700_000_000
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from store import commands, db, fsutil, history, log, readmodel
-from store import events as ev
-from store.errors import ConflictError, StoreError
-from store.gcutil import gc_paused
-from store.schema import entities, events, setting_versions
-from store.service import Decision, Store
-from store.state import Metadata, Policy, compact
 from tests import wasm_fixtures
 from tests.conftest import REPO, Env, raw_db, run_verify
+from wassette_state.store import commands, db, fsutil, history, log, readmodel
+from wassette_state.store import events as ev
+from wassette_state.store.errors import ConflictError, StoreError
+from wassette_state.store.gcutil import gc_paused
+from wassette_state.store.schema import entities, events, setting_versions
+from wassette_state.store.service import Decision, Store
+from wassette_state.store.state import Metadata, Policy, compact
 
 V0001 = REPO / "tests" / "fixtures" / "db" / "v0001.db"
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n      - host: a.b\n'
@@ -622,15 +622,16 @@ def test_reading_a_state_does_not_load_the_event_models(populated: Store, env: E
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from store.config import resolve
-from store.service import Store
+from wassette_state.store.config import resolve
+from wassette_state.store.service import Store
 s = Store(resolve({str(env.db)!r}, {str(env.component_dir)!r}, {str(env.secrets_dir)!r}, "t"))
 state = s.state()
 assert sorted(state.components) == ["fetch", "weather"], state.components
 assert state.components["weather"].metadata.raw
 s.state(1)
 s.close()
-heavy = sorted(m for m in ("pydantic", "store.events", "store.fold") if m in sys.modules)
+mods = ("pydantic", "wassette_state.store.events", "wassette_state.store.fold")
+heavy = sorted(m for m in mods if m in sys.modules)
 print(",".join(heavy))
 """
     out = subprocess.run(
@@ -648,7 +649,7 @@ def test_secret_values_stay_out_of_the_database(populated: Store, env: Env) -> N
     )
     for value in (b"s3cr3t-value-1", b"s3cr3t-value-2", b"s3cr3t-value-3"):
         assert value not in blobs
-    from store import secrets
+    from wassette_state.store import secrets
 
     assert secrets.read_values(env.secrets_dir, "weather") == {"API_KEY": "s3cr3t-value-3"}
 

@@ -20,12 +20,12 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from store.commands import parse_assignment_lines, parse_assignments
-from store.errors import ValidationError
-from store.policy import parse_policy
-from store.snapshot import parse_snapshot
-from store.when import parse_when
 from tests.conftest import CONFORMANCE, REPO
+from wassette_state.store.commands import parse_assignment_lines, parse_assignments
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.policy import parse_policy
+from wassette_state.store.snapshot import parse_snapshot
+from wassette_state.store.when import parse_when
 
 FIXTURES = REPO / "tests" / "fixtures" / "snapshots"
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))
@@ -447,8 +447,8 @@ import json, resource, sys, time
 
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from store.errors import ValidationError
-from store.snapshot import parse_snapshot
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.snapshot import parse_snapshot
 
 kind = sys.argv[1]
 MiB = 1024 * 1024

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from store import commands, log
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, ok
+from wassette_state.store import commands, log
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 VALUES = {"API_KEY": "h4ndoff-api-key-value", "OTHER_TOKEN": "h4ndoff-other-token"}
@@ -39,7 +39,7 @@ def printed_secret_command(output: str) -> list[str]:
     lines = [ln.strip() for ln in output.splitlines() if " secret set " in ln]
     assert len(lines) == 1, output
     argv = shlex.split(lines[0])
-    assert argv[0] == "wassette"
+    assert argv[0] == "wassette-state"
     filled = []
     for arg in argv[1:]:
         key, sep, placeholder = arg.partition("=")

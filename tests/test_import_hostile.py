@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from store import commands
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, tree_bytes
+from wassette_state.store import commands
 
 SECRET = "h0stile-s3cr3t-v4lue"
 BASE: dict[str, Any] = json.loads((CONFORMANCE / "state" / "wassette-written.json").read_text())

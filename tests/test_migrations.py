@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, inspect
 
-from store import db, log, migrate, schema
-from store.errors import SchemaTooNewError, ValidationError
-from store.service import Store
-from store.verify import verify
 from tests.conftest import REPO, Env, assert_refused, tree_bytes
+from wassette_state.store import db, log, migrate, schema
+from wassette_state.store.errors import SchemaTooNewError, ValidationError
+from wassette_state.store.service import Store
+from wassette_state.store.verify import verify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "db"
 
@@ -256,8 +256,8 @@ def test_opening_a_current_store_does_not_import_alembic(env: Env) -> None:
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from store.config import resolve
-from store.service import Store
+from wassette_state.store.config import resolve
+from wassette_state.store.service import Store
 store = Store(resolve({str(env.db)!r}, {str(env.component_dir)!r}, {str(env.secrets_dir)!r}, "t"))
 store.state()
 store.head_seq()
@@ -273,8 +273,8 @@ def test_creating_a_store_does_import_alembic(tmp_path: Path) -> None:
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from store.config import resolve
-from store.service import Store
+from wassette_state.store.config import resolve
+from wassette_state.store.service import Store
 Store(resolve({str(tmp_path / "new.db")!r}, actor="t"))
 print('alembic' in sys.modules)
 """

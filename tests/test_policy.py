@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.errors import ValidationError
-from store.policy import (
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.policy import (
     PERMISSION_KINDS,
     dump_policy,
     grant,

@@ -27,14 +27,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store import commands, history, log, readmodel
-from store.config import resolve
-from store.diff import diff, reconcile
-from store.exporter import component_doc
-from store.fold import project
-from store.service import Store
-from store.state import State
 from tests import wasm_fixtures as fx
+from wassette_state.store import commands, history, log, readmodel
+from wassette_state.store.config import resolve
+from wassette_state.store.diff import diff, reconcile
+from wassette_state.store.exporter import component_doc
+from wassette_state.store.fold import project
+from wassette_state.store.service import Store
+from wassette_state.store.state import State
 
 IDS = ["a", "b"]
 ENV_KEYS = ["E1", "E2"]

@@ -18,14 +18,14 @@ from typing import Any
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from cli.main import App
-from cli.state import snapshot_doc
-from store import commands, exporter, fold, importer, log, readmodel
-from store.errors import NotFound
-from store.service import Store
-from store.snapshot import format_for, parse_snapshot
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE
+from wassette_state.cli.main import App
+from wassette_state.cli.state import snapshot_doc
+from wassette_state.store import commands, exporter, fold, importer, log, readmodel
+from wassette_state.store.errors import NotFound
+from wassette_state.store.service import Store
+from wassette_state.store.snapshot import format_for, parse_snapshot
 
 KINDS = ("simple", "weather", "interface", "documented")
 POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from store import files
-from store import secrets as secret_files
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, ok, wassette_exe
+from wassette_state.store import files
+from wassette_state.store import secrets as secret_files
 
 WORKERS = 4
 COMMANDS_PER_WORKER = 100
@@ -246,9 +246,9 @@ def test_four_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
 
 SECRET_WORKER = r"""
 import sys
-from store import commands
-from store.config import resolve
-from store.service import Store
+from wassette_state.store import commands
+from wassette_state.store.config import resolve
+from wassette_state.store.service import Store
 
 db, cdir, sdir, idx, count = sys.argv[1:6]
 store = Store(resolve(db, cdir, sdir, f"secret-worker-{idx}"))

@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cli.main import cli
-from store import commands, files
-from store import events as ev
-from store.service import Decision, Store
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, ok, wassette_exe
+from wassette_state.cli.main import cli
+from wassette_state.store import commands, files
+from wassette_state.store import events as ev
+from wassette_state.store.service import Decision, Store
 
 SEED = 20261125
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
@@ -469,9 +469,9 @@ def test_kill_during_attach(work: Path) -> None:
 
 CRASH_AFTER_COMMIT = r"""
 import os, sys
-from store import commands, events as ev
-from store.config import resolve
-from store.service import Decision, Store
+from wassette_state.store import commands, events as ev
+from wassette_state.store.config import resolve
+from wassette_state.store.service import Decision, Store
 
 db, cdir, sdir, wasm = sys.argv[1:5]
 store = Store(resolve(db, cdir, sdir, "crash@test"))

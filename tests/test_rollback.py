@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from store import commands
-from store import secrets as secret_files
 from tests import wasm_fixtures as fx
 from tests.conftest import (
     Env,
@@ -28,6 +26,8 @@ from tests.conftest import (
     tree_bytes,
     wassette_exe,
 )
+from wassette_state.store import commands
+from wassette_state.store import secrets as secret_files
 
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
 
@@ -160,7 +160,7 @@ def test_secret_keys_without_values_are_reported_with_the_command(env: Env) -> N
 
     # The printed command, with values filled in, supplies them to this very store.
     argv = shlex.split(command.replace("K=…", "K=new").replace("K2=…", "K2=new2"))
-    assert argv[0] == "wassette"
+    assert argv[0] == "wassette-state"
     ok(env.run(*argv[1:]))
     assert secret_files.read_values(env.secrets_dir, "weather") == {"K": "new", "K2": "new2"}
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from store import secrets as secret_files
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result, wassette_exe
+from wassette_state.store import secrets as secret_files
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
 
-from store.errors import ValidationError
-from store.snapshot import (
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.snapshot import (
     ID_RE,
     MAX_NESTING_DEPTH,
     MAX_SNAPSHOT_BYTES,
@@ -1008,7 +1008,7 @@ import yaml
 del yaml.CSafeLoader, yaml.CSafeDumper  # as on a machine without libyaml
 sys.path.insert(0, "tests")
 import test_snapshot as t
-from store import snapshot
+from wassette_state.store import snapshot
 assert snapshot._StateLoader.__mro__[1] is yaml.SafeLoader
 for case in t.HOSTILE:
     data, fmt, expected = case.values

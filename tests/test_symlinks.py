@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from store import secrets as secret_files
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, ok, tree_bytes
+from wassette_state.store import secrets as secret_files
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 SUFFIXES = (".wasm", ".metadata.json", ".policy.yaml", ".policy.meta.json")

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from store import migrate
 from tests import wasm_fixtures as fx
 from tests.conftest import REPO, Env, assert_refused, ok
+from wassette_state.store import migrate
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 DB_FIXTURES = REPO / "tests" / "fixtures" / "db"

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from store import commands, log, readmodel
-from store import events as ev
-from store.service import Decision, Store
 from tests import wasm_fixtures
 from tests.conftest import Env, assert_refused, raw_db, run_verify
+from wassette_state.store import commands, log, readmodel
+from wassette_state.store import events as ev
+from wassette_state.store.service import Decision, Store
 
 
 def first_problem(store: Store) -> str:

@@ -18,9 +18,9 @@ import pytest
 import wasmtime
 from wasmtime import component as wc
 
-from store import wasm
-from store.errors import ValidationError
 from tests import wasm_fixtures as fx
+from wassette_state.store import wasm
+from wassette_state.store.errors import ValidationError
 
 NUMBER = {"type": "number"}
 STRING = {"type": "string"}
@@ -600,7 +600,10 @@ def test_introspection_is_a_frozen_dataclass() -> None:
 
 
 def test_import_does_not_load_wasmtime() -> None:
-    code = "import sys, store.wasm; assert 'wasmtime' not in sys.modules, 'wasmtime imported'"
+    code = (
+        "import sys, wassette_state.store.wasm; "
+        "assert 'wasmtime' not in sys.modules, 'wasmtime imported'"
+    )
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
         [sys.executable, "-c", code],

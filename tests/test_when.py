@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store import commands, log
-from store.errors import ValidationError
-from store.service import resolve_point
-from store.when import Point, parse_when
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
+from wassette_state.store import commands, log
+from wassette_state.store.errors import ValidationError
+from wassette_state.store.service import resolve_point
+from wassette_state.store.when import Point, parse_when
 
 NOW = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -269,7 +269,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Env:
         commands.env_set(store, {"A": "1"})
         commands.env_set(store, {"A": "2", "B": "x"})
         commands.secret_set(store, "weather", {"API": "v"})
-        from store.history import add_tag
+        from wassette_state.store.history import add_tag
 
         add_tag(store, "mid", "tx:2")
     return env
