@@ -118,8 +118,32 @@ def load_component(store: Store, source: str, component_id: str | None = None) -
     cid = check_id(component_id if component_id is not None else path.stem, "component id")
     data = read_limited(path, MAX_WASM_BYTES, "component file")
     digest = files.sha256_hex(data)
-    tools = introspect_cached(store, data, digest, path.name)
+    tools = adoptable_tools(store, path, cid, digest)
+    if tools is None:
+        tools = introspect_cached(store, data, digest, path.name)
     return Loaded(cid, path.as_uri(), data, digest, int(path.stat().st_mtime), tools)
+
+
+def adoptable_tools(store: Store, path: Path, cid: str, digest: str) -> Any:
+    """Tools from a Wassette-written metadata file that vouches for these bytes, or None.
+
+    Looked for beside the source (attaching from a Wassette component dir) and in the
+    component dir under the id, when the wasm there holds the same bytes (Wassette loaded
+    them first). Its stamp is checked as Wassette checks it (DESIGN §7).
+    """
+    from wassette_state.store.metadata_files import tools_of, valid_beside
+
+    candidates = [(path.with_name(f"{path.stem}.metadata.json"), path)]
+    target = store.settings.component_dir / f"{cid}.wasm"
+    if target != path:
+        on_disk = fsutil.read_if_file(target)
+        if on_disk is not None and files.sha256_hex(on_disk) == digest:
+            candidates.append((target.with_name(f"{cid}.metadata.json"), target))
+    for meta, wasm in candidates:
+        doc = valid_beside(meta, wasm, digest)
+        if doc is not None:
+            return tools_of(doc)
+    return None
 
 
 def introspect_cached(store: Store, data: bytes, digest: str, label: str) -> Any:
@@ -355,7 +379,14 @@ def permission(
             assert kind is not None and value is not None
             new, change = pol.revoke(content, component_id, kind, value, access)
         else:
-            new, change = pol.reset(content, component_id)
+            # As Wassette's reset does: the policy goes away (file and meta), not just its
+            # permissions.
+            change = {"op": "reset"}
+            if comp.policy is None:
+                return Decision([], summary={"unchanged": True, "change": change})
+            return Decision(
+                [ev.PolicyDetached(component_id=component_id)], summary={"change": change}
+            )
         if new == content:
             return Decision([], summary={"unchanged": True, "change": change})
         creating = comp.policy is None

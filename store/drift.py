@@ -15,7 +15,7 @@ from wassette_state.store import events as ev
 from wassette_state.store import files, fsutil
 from wassette_state.store import secrets as secret_files
 from wassette_state.store.errors import ValidationError
-from wassette_state.store.state import ID_RE, Component, Metadata, State
+from wassette_state.store.state import ID_RULE, Component, Metadata, State, valid_id
 
 SYNC_ACTOR = "filesystem"
 
@@ -81,9 +81,15 @@ def detect(
             if entry.is_symlink() or not entry.is_file():
                 continue
             cid = entry.name[: -len(".wasm")]
-            if not ID_RE.fullmatch(cid):
+            if not valid_id(cid):
+                # Never skipped without a word: the user learns which file is not adopted.
+                found.drifts.append(Drift(cid, f"component id {cid!r} refused ({ID_RULE})", False))
                 continue
-            _new_component(cid, Path(entry.path), components, introspect, found)
+            if not _new_component(cid, Path(entry.path), components, introspect, found):
+                continue
+            _secret_keys(
+                Component(cid, "", "", Metadata({})), secrets_dir, found, None, secrets, reader
+            )
     return found
 
 
@@ -149,6 +155,17 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLO
 _CHUNK = 1 << 16
 
 
+def _tools(cid: str, data: bytes, sha: str, wasm: Path, introspect: Any) -> Any:
+    """The tools of bytes found in the component dir: from Wassette's metadata file beside
+    them when its stamp vouches for them (no introspection), else introspected."""
+    from wassette_state.store.metadata_files import tools_of, valid_beside
+
+    doc = valid_beside(wasm.with_name(f"{cid}.metadata.json"), wasm, sha)
+    if doc is not None:
+        return tools_of(doc)
+    return introspect(data, sha, wasm.name)
+
+
 def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found) -> None:
     """Record bytes found in the component dir as the component's new wasm."""
     from wassette_state.store.commands import metadata_doc
@@ -179,7 +196,7 @@ def _component(c: Component, components: _Dir, introspect: Any, found: Found) ->
         sha = files.sha256_hex(data)
         if sha != c.wasm_sha256:
             try:
-                tools = introspect(data, sha, wasm.name)
+                tools = _tools(cid, data, sha, wasm, introspect)
             except ValidationError as e:
                 found.drifts.append(Drift(cid, f"wasm replaced by an invalid file ({e})", False))
             else:
@@ -201,7 +218,8 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
     if current is not None and _decodes_to(raw, current):
         # The file holds the state's policy byte for byte (what materialization writes). The
         # parse below could only end in "equal" or in "invalid, but unchanged": no drift
-        # either way, so it is skipped.
+        # either way, so it is skipped; its meta file may still have been rewritten.
+        _policy_meta(c, components, found, current)
         return
     from wassette_state.store.policy import parse_policy
 
@@ -213,16 +231,18 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
             found.drifts.append(Drift(cid, f"policy file edited but invalid: {e}", False))
         return
     if current == text:
+        _policy_meta(c, components, found, current)
         return
     path = components.path / name
     if current is None:
+        meta = _read_policy_meta(components, cid)
         found.drifts.append(Drift(cid, "policy file added"))
         found.events.append(
             ev.PolicyAttached(
                 component_id=cid,
-                source_uri=path.as_uri(),
+                source_uri=meta[0] if meta else path.as_uri(),
                 policy_content=text,
-                attached_at=int(path.stat().st_mtime),
+                attached_at=meta[1] if meta else int(path.stat().st_mtime),
             )
         )
     else:
@@ -234,6 +254,44 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
                 change={"op": "sync", "source": "filesystem"},
             )
         )
+
+
+def _read_policy_meta(components: _Dir, cid: str) -> tuple[str, int] | None:
+    """(source_uri, attached_at) of `<id>.policy.meta.json`, None when absent or not that."""
+    import json
+
+    raw = components.read(f"{cid}.policy.meta.json")
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    uri, at = doc.get("source_uri"), doc.get("attached_at")
+    if not isinstance(uri, str) or not uri or isinstance(at, bool) or not isinstance(at, int):
+        return None
+    return uri, at
+
+
+def _policy_meta(c: Component, components: _Dir, found: Found, content: str) -> None:
+    """A meta file rewritten by someone else (the policy itself unchanged) is adopted, not
+    overwritten by the next materialization; a missing one is nothing to record (Wassette's
+    grant creates a policy without one)."""
+    assert c.policy is not None
+    meta = _read_policy_meta(components, c.component_id)
+    if meta is None or meta == (c.policy.source_uri, c.policy.attached_at):
+        return
+    found.drifts.append(Drift(c.component_id, "policy meta file rewritten"))
+    found.events.append(
+        ev.PolicyAttached(
+            component_id=c.component_id,
+            source_uri=meta[0],
+            policy_content=content,
+            attached_at=meta[1],
+        )
+    )
 
 
 def _decodes_to(raw: bytes, text: str) -> bool:
@@ -366,13 +424,21 @@ def _written_keys(raw: bytes) -> set[str] | None:
 
 
 def _edited_since_declared(secrets_dir: Path, cid: str, last_secret_change: Any) -> bool:
+    """Whether declared keys missing from the file were removed, not waiting for values.
+
+    `last_secret_change(id)` gives (recorded_at µs, transaction kind) of the component's last
+    secret event, or just the time.
+    """
     path = secret_files.secrets_file(secrets_dir, cid)
+    last = last_secret_change(cid) if last_secret_change is not None else None
+    at, kind = last if isinstance(last, tuple) else (last, None)
     try:
         mtime_us = path.stat().st_mtime_ns // 1000
     except FileNotFoundError:
-        return False
-    last = last_secret_change(cid) if last_secret_change is not None else None
-    return last is None or mtime_us > last
+        # Gone. If the last secret change left values on disk (`secret set`, or a sync that
+        # found them), someone deleted the file: Wassette does when its last key goes.
+        return kind in ("change", "sync")
+    return at is None or mtime_us > at
 
 
 def _valid_key(key: str) -> bool:
@@ -381,18 +447,19 @@ def _valid_key(key: str) -> bool:
     return bool(ENV_KEY_RE.fullmatch(key))
 
 
-def _new_component(cid: str, wasm: Path, components: _Dir, introspect: Any, found: Found) -> None:
+def _new_component(cid: str, wasm: Path, components: _Dir, introspect: Any, found: Found) -> bool:
     data = wasm.read_bytes()
     sha = files.sha256_hex(data)
     try:
-        tools = introspect(data, sha, wasm.name)
+        tools = _tools(cid, data, sha, wasm, introspect)
     except ValidationError as e:
         found.drifts.append(Drift(cid, f"unknown file {wasm.name} is not a component ({e})", False))
-        return
+        return False
     found.drifts.append(Drift(cid, "component added by hand"))
     _adopt(cid, data, sha, wasm, tools, found)
     comp = Component(cid, wasm.as_uri(), sha, Metadata({}))
     _policy(comp, components, found)
+    return True
 
 
 def find(store: Any) -> Found:
@@ -402,14 +469,14 @@ def find(store: Any) -> Found:
     def introspect(data: bytes, sha: str, label: str) -> Any:
         return introspect_cached(store, data, sha, label)
 
-    def last_secret_change(cid: str) -> int | None:
+    def last_secret_change(cid: str) -> tuple[int, str] | None:
         from wassette_state.store import log
 
         with store.reading() as conn:
             rows = log.read(
                 conn, log.Query(stream=cid, type_prefix="secret.", limit=1, reverse=True)
             )
-        return rows[0].recorded_at if rows else None
+        return (rows[0].recorded_at, rows[0].kind) if rows else None
 
     return detect(
         store.state(),

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from wassette_state.store import fsutil
 from wassette_state.store.state import Component, State
@@ -16,6 +17,9 @@ from wassette_state.store.state import Component, State
 logger = logging.getLogger("wassette")
 
 SUFFIXES = (".wasm", ".metadata.json", ".policy.yaml", ".policy.meta.json")
+# Wassette's precompiled code: it loads `<id>.cwasm` without checking it against the .wasm, so
+# the file is ours to remove whenever the bytes under an id change or the id goes (DESIGN §3.3).
+CWASM = ".cwasm"
 
 
 def sha256_hex(data: bytes) -> str:
@@ -57,11 +61,13 @@ class BlobStore:
 
 
 def component_files(component_dir: Path, component_id: str) -> dict[str, Path]:
-    return {s: component_dir / f"{component_id}{s}" for s in SUFFIXES}
+    return {s: component_dir / f"{component_id}{s}" for s in (*SUFFIXES, CWASM)}
 
 
 def metadata_bytes(c: Component) -> bytes:
-    return (c.metadata.raw + "\n").encode()
+    from wassette_state.store.metadata_files import render
+
+    return render(c.metadata.doc)
 
 
 def policy_meta_bytes(c: Component) -> bytes | None:
@@ -107,9 +113,11 @@ def materialize(
                 if not absent(path) and fsutil.remove(path):
                     report.removed.append(path.name)
             continue
-        _sync_wasm(comp, files[".wasm"], blobs, report, absent(files[".wasm"]))
+        present = _sync_wasm(comp, files, blobs, report, absent)
+        meta = files[".metadata.json"]
+        if not (present and _metadata_current(comp, files)):
+            _sync(meta, metadata_bytes(comp), report, absent(meta))
         for suffix, data in (
-            (".metadata.json", metadata_bytes(comp)),
             (".policy.yaml", comp.policy.policy_content.encode() if comp.policy else None),
             (".policy.meta.json", policy_meta_bytes(comp)),
         ):
@@ -133,19 +141,41 @@ def _stamp_mtime(comp: Component) -> int | None:
 
 
 def _sync_wasm(
-    comp: Component, path: Path, blobs: BlobStore, report: Report, absent: bool = False
-) -> None:
+    comp: Component, files: dict[str, Path], blobs: BlobStore, report: Report, absent: Any
+) -> bool:
+    """Make `<id>.wasm` hold the state's bytes; False when there are none to write."""
+    path = files[".wasm"]
     mtime = _stamp_mtime(comp)
-    current = None if absent else fsutil.read_if_file(path)
+    current = None if absent(path) else fsutil.read_if_file(path)
     if current is not None and sha256_hex(current) == comp.wasm_sha256:
         if mtime is not None and int(path.stat().st_mtime) != mtime:
             fsutil.atomic_write(path, current, mtime=mtime, durable=False)
-        return
+        return True
     data = blobs.get(comp.wasm_sha256)
     if data is None:
         report.missing_wasm.append(comp.component_id)
         logger.warning("no bytes for %s (sha256 %s)", comp.component_id, comp.wasm_sha256[:12])
-        return
+        return False
+    # The stale precompiled code goes first: a crash after this leaves Wassette to compile
+    # the bytes afresh, never to run the old ones.
+    cwasm = files[CWASM]
+    if not absent(cwasm) and fsutil.remove(cwasm):
+        report.removed.append(cwasm.name)
     fsutil.atomic_write(path, data, mtime=mtime, durable=False)
     report.written.append(path.name)
     report.paths.append(path)
+    return True
+
+
+def _metadata_current(comp: Component, files: dict[str, Path]) -> bool:
+    """Whether the metadata file on disk already says what the state says, so it is left alone.
+
+    Wassette rewrites `<id>.metadata.json` each time it loads a component (its own
+    `created_at`, its own stamp); a file whose tools equal the state's and whose stamp
+    validates against the wasm on disk is as good as ours, and rewriting it would only make
+    the two tools fight over its bytes (DESIGN §7).
+    """
+    from wassette_state.store.metadata_files import same_tools, valid_beside
+
+    found = valid_beside(files[".metadata.json"], files[".wasm"], comp.wasm_sha256)
+    return found is not None and same_tools(found, comp.metadata.doc)

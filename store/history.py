@@ -14,7 +14,7 @@ from wassette_state.store.diff import reconcile
 from wassette_state.store.errors import NotFound, ValidationError, unknown_component
 from wassette_state.store.schema import events, tags
 from wassette_state.store.service import Decision, Outcome, Store, resolve_point
-from wassette_state.store.state import ID_RE, State
+from wassette_state.store.state import TAG_RE, State
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def _claim(wanted: dict[str, Any], se: log.StoredEvent, comp: Any) -> None:
 
 
 def add_tag(store: Store, name: str, when: str | None = None) -> dict[str, Any]:
-    if not ID_RE.fullmatch(name) or len(name) > 100:
+    if not TAG_RE.fullmatch(name) or len(name) > 100:
         raise ValidationError(f"invalid tag name {name[:40]!r} (letters, digits, '.', '_', '-')")
     with db.write_tx(store.engine) as conn:
         seq = resolve_point(conn, when) if when is not None else log.head(conn)[0]

@@ -144,11 +144,21 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
                 and (wanted == sha if wanted else stamp.file_size == len(present))
             )
             if not same:
-                # Not the on-disk cache: a dry run or a refused import writes nothing.
-                tools = wasm.describe(present, label=local.name)
+                from wassette_state.store.metadata_files import tools_of, valid_beside
+
+                # Wassette's metadata beside the bytes when its stamp vouches for them; else
+                # introspection, not through the on-disk cache: a dry run or a refused import
+                # writes nothing.
+                beside = valid_beside(component_dir / f"{cid}.metadata.json", local, sha)
+                if beside is not None:
+                    tools = tools_of(beside)
+                    how = "Wassette's metadata for it adopted"
+                else:
+                    tools = wasm.describe(present, label=local.name)
+                    how = "re-introspected"
                 mtime = int(local.stat().st_mtime)
                 metadata = metadata_doc(cid, tools, len(present), mtime, sha, mtime)
-                note = "wasm in the component dir differs from the file: re-introspected"
+                note = f"wasm in the component dir differs from the file: {how}"
                 adopted = True
                 out.reports.append({"component_id": cid, "note": note})
             out.blobs[sha] = present

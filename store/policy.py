@@ -39,7 +39,6 @@ __all__ = [
     "dump_policy",
     "grant",
     "parse_policy",
-    "reset",
     "revoke",
     "validate_policy",
 ]
@@ -439,7 +438,49 @@ def _finish(
     if content is not None and not changed:
         return content, change
     validate_policy(doc)
-    return dump_policy(doc), change
+    return dump_policy(wassette_form(doc)), change
+
+
+# Wassette (its policy crate, through serde) writes every section, in this order, absent ones
+# as explicit nulls; `$schema` and comments do not survive. An edit is written that way so a
+# later grant made by Wassette itself changes only the grant (DESIGN §7).
+_SECTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "storage": ("allow", "deny"),
+    "network": ("allow", "deny"),
+    "environment": ("allow",),
+    "runtime": ("docker", "hyperlight"),
+    "ipc": ("allow", "deny"),
+}
+
+
+def wassette_form(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` laid out as Wassette 0.8.0 writes a policy it has edited."""
+    perms = doc.get("permissions") or {}
+    out: dict[str, Any] = {}
+    for name in ("storage", "network", "environment", "runtime", "resources", "ipc"):
+        section = perms.get(name)
+        if not isinstance(section, dict):
+            out[name] = None
+        elif name == "resources":
+            out[name] = _resources_form(section)
+        else:
+            out[name] = {f: section.get(f) for f in _SECTION_FIELDS[name]}
+    return {"version": doc["version"], "description": doc.get("description"), "permissions": out}
+
+
+def _resources_form(section: dict[str, Any]) -> dict[str, Any]:
+    limits = section.get("limits")
+    out: dict[str, Any] = {
+        "limits": {"cpu": limits.get("cpu"), "memory": limits.get("memory")}
+        if isinstance(limits, dict)
+        else None
+    }
+    for legacy in ("cpu", "memory", "io"):
+        value = section.get(legacy)
+        if value is not None:
+            # the legacy cpu field is a float to Wassette (`cpu: 2` comes back as `2.0`)
+            out[legacy] = float(value) if legacy == "cpu" and _is_number(value) else value
+    return out
 
 
 def _check_kind(kind: Any) -> None:
@@ -479,12 +520,10 @@ def _allow(section: dict[str, Any]) -> list[Any]:
 
 
 def _prune(perms: dict[str, Any], name: str) -> None:
-    """Drop an emptied `allow` list and then an emptied section."""
+    """An emptied `allow` list becomes null and the section stays, as Wassette leaves it."""
     section = perms[name]
     if not section.get("allow"):
-        section.pop("allow", None)
-    if not section:
-        del perms[name]
+        section["allow"] = None
 
 
 def _reject_access(kind: str, access: list[str] | None) -> None:
@@ -626,11 +665,3 @@ def revoke(
             del perms["resources"]
         change.update(limit=str(current))
     return _finish(doc, change, content, changed=True)
-
-
-def reset(content: str | None, component_id: str) -> tuple[str, dict[str, Any]]:
-    """Remove every permission (permissions → {}); version, description and $schema stay."""
-    doc = _start(content, component_id, create=False)
-    changed = doc["permissions"] != {}
-    doc["permissions"] = {}
-    return _finish(doc, {"op": "reset"}, content, changed=changed)

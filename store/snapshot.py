@@ -37,10 +37,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from wassette_state.store.errors import ValidationError
 from wassette_state.store.gcutil import gc_paused
-from wassette_state.store.state import compact
+from wassette_state.store.state import ID_RULE, TAG_RE, compact, valid_id
 
 __all__ = [
-    "ID_RE",
     "MAX_NESTING_DEPTH",
     "MAX_SNAPSHOT_BYTES",
     "PLACEHOLDER",
@@ -69,7 +68,6 @@ SUPPORTED_MAJOR = 0
 MAX_NESTING_DEPTH = 64
 PLACEHOLDER = "..."
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 _MAX_INT = 2**63 - 1  # everything ends up in SQLite INTEGER columns
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -141,8 +139,8 @@ def check_id(value: str, where: str) -> None:
     """Refuse anything that is not a safe component/tag id (no paths, no NUL, <= 128 chars)."""
     if not isinstance(value, str):
         raise _fail(where, f"expected a string id, got {_type_name(value)}")
-    if not ID_RE.fullmatch(value):
-        raise _fail(where, f"invalid id {_show(value)} (must match {ID_RE.pattern})")
+    if not valid_id(value):
+        raise _fail(where, f"invalid id {_show(value)} ({ID_RULE})")
 
 
 def format_for(path: str) -> Format:
@@ -267,8 +265,8 @@ class SnapshotComponent(BaseModel):
     @field_validator("component_id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not ID_RE.fullmatch(value):
-            raise _Problem(f"invalid id {_show(value)} (must match {ID_RE.pattern})")
+        if not valid_id(value):
+            raise _Problem(f"invalid id {_show(value)} ({ID_RULE})")
         return value
 
     @field_validator("wasm_sha256")
@@ -379,8 +377,8 @@ class AsOf(BaseModel):
     @field_validator("tag")
     @classmethod
     def _tag(cls, value: str | None) -> str | None:
-        if value is not None and not ID_RE.fullmatch(value):
-            raise _Problem(f"invalid id {_show(value)} (must match {ID_RE.pattern})")
+        if value is not None and not TAG_RE.fullmatch(value):
+            raise _Problem(f"invalid tag {_show(value)} (must match {TAG_RE.pattern})")
         return value
 
 

@@ -11,20 +11,38 @@ from typing import Any
 
 from wassette_state.store.errors import ValidationError
 
-# The stream of instance settings; ids start with [A-Za-z0-9], so no component can take it.
+# The stream of instance settings; `check_id` refuses it as a component id.
 INSTANCE_STREAM = "_instance"
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-ID_RE = re.compile(ID_PATTERN)
+# Tag names keep the strict pattern ids had before Wassette's own ids were taken as they are.
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+TAG_RE = re.compile(TAG_PATTERN)
+# Component ids: any file stem Wassette 0.8.0 accepts (`Weird+Name@1`), except what cannot be a
+# safe file name: a path separator, NUL or another control character, `.`/`..`, a leading `.` or
+# `-` (DESIGN §4.2). The longest file an id gets, `<id>.policy.meta.json`, must fit NAME_MAX.
+ID_RULE = "no '/', '\\', control characters, leading '.' or '-', at most 238 bytes"
+_ID_CHARS_RE = re.compile(r"^[^./\\\x00-\x1f\x7f-][^/\\\x00-\x1f\x7f]*$")
+MAX_ID_BYTES = 255 - len(".policy.meta.json")
 _STAMP_KEY = '"validation_stamp":{"file_size":'
 _STAMP_RE = re.compile(r'"validation_stamp":\{"file_size":(\d+),"mtime":(\d+),')
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")
 
 
+def valid_id(value: object) -> bool:
+    """Ids become file names: see ID_RULE."""
+    if not isinstance(value, str) or value == INSTANCE_STREAM or not _ID_CHARS_RE.match(value):
+        return False
+    try:
+        return len(value.encode("utf-8")) <= MAX_ID_BYTES
+    except UnicodeEncodeError:  # a lone surrogate cannot be a file name
+        return False
+
+
 def check_id(value: object, where: str = "component id") -> str:
-    """Ids become file names, so anything outside the pattern is refused everywhere."""
-    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+    """Ids become file names, so anything outside ID_RULE is refused everywhere."""
+    if not valid_id(value):
         shown = repr(value) if not isinstance(value, str) else repr(_clip(value))
-        raise ValidationError(f"{where}: invalid id {shown} (must match {ID_PATTERN})")
+        raise ValidationError(f"{where}: invalid id {shown} ({ID_RULE})")
+    assert isinstance(value, str)
     return value
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, cli_history, ok
+from wassette_state.store.policy import wassette_form
 
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))
 POLICY = (
@@ -100,7 +101,8 @@ def test_grant_keeps_what_it_does_not_touch(env: Env) -> None:
     got = json.loads(ok(env.run("policy", "get", "weather", "-o", "json")).out)
     expected = json.loads(json.dumps(before))
     expected["permissions"]["network"]["allow"].append({"host": "new.example.com"})
-    assert yaml.safe_load(got["policy_content"]) == expected
+    # Written as Wassette writes an edited policy (its `$schema` and comments do not survive).
+    assert yaml.safe_load(got["policy_content"]) == wassette_form(expected)
     # The source of an attached policy stays its file; only the content changed.
     assert got["source_uri"] == src.resolve().as_uri()
 
@@ -116,11 +118,13 @@ def test_grant_revoke_reset(env: Env) -> None:
     assert event["data"]["change"] == {"op": "grant", "kind": "network", "host": "api.example.com"}
     assert event["data"]["source_uri"] == policy_file.as_uri()
     created = yaml.safe_load(policy_file.read_text())
-    assert created == {
-        "version": "1.0",
-        "description": "Auto-generated policy for component: weather",
-        "permissions": {"network": {"allow": [{"host": "api.example.com"}]}},
-    }
+    assert created == wassette_form(
+        {
+            "version": "1.0",
+            "description": "Auto-generated policy for component: weather",
+            "permissions": {"network": {"allow": [{"host": "api.example.com"}]}},
+        }
+    )
     meta = json.loads((env.component_dir / "weather.policy.meta.json").read_text())
     assert meta["source_uri"] == policy_file.as_uri()
 
@@ -154,7 +158,7 @@ def test_grant_revoke_reset(env: Env) -> None:
         },
     }
     text = ok(env.run("policy", "get", "weather")).out
-    assert yaml.safe_load(text) == full
+    assert yaml.safe_load(text) == wassette_form(full)
     assert policy_file.read_text() == text
 
     revokes = [
@@ -165,9 +169,13 @@ def test_grant_revoke_reset(env: Env) -> None:
     ]
     for r in revokes:
         assert len(mutate(env, "permission", "revoke", *r)["events"]) == 1, r
-    assert yaml.safe_load(ok(env.run("policy", "get", "weather")).out)["permissions"] == {
-        "network": {"allow": [{"cidr": "10.0.0.0/8"}]},
-        "storage": {"allow": [{"uri": "fs://work/**", "access": ["read"]}]},
+    after = yaml.safe_load(ok(env.run("policy", "get", "weather")).out)["permissions"]
+    assert after == {
+        **wassette_form(full)["permissions"],
+        "network": {"allow": [{"cidr": "10.0.0.0/8"}], "deny": None},
+        "storage": {"allow": [{"uri": "fs://work/**", "access": ["read"]}], "deny": None},
+        "environment": {"allow": None},
+        "resources": {"limits": {"cpu": None, "memory": None}},
     }
 
     # Revoking what is not granted is bad input and changes nothing.
@@ -177,9 +185,12 @@ def test_grant_revoke_reset(env: Env) -> None:
         env.run("permission", "revoke", "storage", "weather", "fs://work/**", "--access", "write"),
     )
 
-    mutate(env, "permission", "reset", "weather")
-    reset = yaml.safe_load(policy_file.read_text())
-    assert reset == {**full, "permissions": {}}
+    last_content = policy_file.read_text()
+    # Reset does what Wassette's does: the policy goes away, with its meta file.
+    [reset] = mutate(env, "permission", "reset", "weather")["events"]
+    assert reset["type"] == "policy.detached"
+    assert not policy_file.exists()
+    assert not (env.component_dir / "weather.policy.meta.json").exists()
     assert "no change" in ok(env.run("permission", "reset", "weather")).out
 
     changed = cli_history(env, "--type", "policy.changed")
@@ -195,7 +206,6 @@ def test_grant_revoke_reset(env: Env) -> None:
         {"op": "revoke", "kind": "network", "host": "api.example.com"},
         {"op": "revoke", "kind": "memory", "limit": "512Mi"},
         {"op": "revoke", "kind": "environment-variable", "key": "API_KEY"},
-        {"op": "reset"},
     ]
     # Every policy.changed carries the whole new document.
-    assert changed[-1]["data"]["policy_content"] == policy_file.read_text()
+    assert changed[-1]["data"]["policy_content"] == last_content

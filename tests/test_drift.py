@@ -237,20 +237,31 @@ def test_keys_waiting_for_values_are_not_drift(env: Env) -> None:
         assert drift.find(s).drifts == []
 
 
-def test_a_deleted_secrets_file_means_values_are_missing_not_keys_removed(env: Env) -> None:
-    """Without the file nothing tells a hand deletion from keys still waiting for values (as
-    after an import), so the keys stay declared and `secret list` flags the missing values."""
+def test_a_deleted_secrets_file_after_secret_set_means_keys_removed(env: Env) -> None:
+    """The last secret change wrote the values (`secret set`), so a missing file was deleted:
+    Wassette deletes it with its last key. One sync records that."""
     build(env)
     secret_files.secrets_file(env.secrets_dir, "weather").unlink()
-    before = all_events(env)
     with opened(env) as s:
-        assert drift.find(s).drifts == []
         outcome, drifts = drift.sync(s)
-        assert drifts == [] and outcome.tx_id is None
-    assert all_events(env) == before
-    listed = env.run("secret", "list", "weather", "-o", "json")
-    assert listed.code == 0
-    assert {e["key"]: e["has_value"] for e in json.loads(listed.out)["secrets"]} == {
-        "API": False,
-        "TOK": False,
-    }
+    assert [d.what for d in drifts] == ["secret keys removed by hand: API, TOK"]
+    [event] = outcome.events
+    assert (event.type, event.data["keys"]) == ("secret.keys_deleted", ["API", "TOK"])
+    listed = json.loads(ok(env.run("secret", "list", "weather", "-o", "json")).out)
+    assert listed["secrets"] == []
+
+
+def test_a_missing_secrets_file_after_import_means_values_are_missing(env: Env) -> None:
+    """Keys declared by an import (no values travel) have no file yet: nothing was removed,
+    the keys stay declared and `secret list` flags the missing values."""
+    build(env)
+    ok(env.run("state", "export", str(env.root / "snap.json")))
+    other = Env(env.root / "other")
+    other.root.mkdir()
+    ok(other.run("state", "import", str(env.root / "snap.json")))
+    before = all_events(other)
+    with opened(other) as s:
+        assert drift.find(s).drifts == []
+    assert all_events(other) == before
+    listed = json.loads(ok(other.run("secret", "list", "weather", "-o", "json")).out)
+    assert {e["key"]: e["has_value"] for e in listed["secrets"]} == {"API": False, "TOK": False}

@@ -202,8 +202,9 @@ def test_wasm_replaced_deleted_symlinked_and_dropped_in(site: Site) -> None:
     found = site.detect()
     assert [type(e) for e in found.events] == [ev.ComponentDetached, ev.ComponentDetached]
 
-    # Wasm files of no component: adopted in name order, with their policy; a symlink and an
-    # invalid id are ignored, an invalid file is reported.
+    # Wasm files of no component: adopted in name order, with their policy; a symlink is
+    # ignored; an invalid file and an id we refuse are reported by name; any id Wassette takes
+    # (`_bad id`) is adopted.
     site2 = Site(site.root.parent / "site2")
     site2.add("known")
     fx.write_component(site2.cdir / "zz.wasm", kind="top-level")
@@ -212,8 +213,11 @@ def test_wasm_replaced_deleted_symlinked_and_dropped_in(site: Site) -> None:
     (site2.cdir / "aa.policy.yaml").write_text(POLICY)
     (site2.cdir / "link.wasm").symlink_to(site2.cdir / "zz.wasm")
     fx.write_component(site2.cdir / "_bad id.wasm", kind="simple")
+    fx.write_component(site2.cdir / "-dash.wasm", kind="simple")
     found = site2.detect()
     assert [(cid, what[:30], ok) for cid, what, ok in drifts(found)] == [
+        ("-dash", "component id '-dash' refused (", False),
+        ("_bad id", "component added by hand", True),
         ("aa", "component added by hand", True),
         ("aa", "policy file added", True),
         ("junk", "unknown file junk.wasm is not ", False),

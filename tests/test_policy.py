@@ -1,4 +1,4 @@
-"""store.policy: Wassette's policy documents, their validation rules, and grant/revoke/reset."""
+"""store.policy: Wassette's policy documents, their validation rules, and grant/revoke."""
 
 from __future__ import annotations
 
@@ -17,13 +17,33 @@ from wassette_state.store.policy import (
     dump_policy,
     grant,
     parse_policy,
-    reset,
     revoke,
     validate_policy,
+    wassette_form,
 )
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "policies" / "valid"
 CONFORMANCE_FILES = sorted(CONFORMANCE.glob("*.yaml")) if CONFORMANCE.is_dir() else []
+
+
+def granted_nothing(permissions: dict[str, Any]) -> bool:
+    """No allow entry and no memory limit left (sections may stay, emptied, as in Wassette)."""
+    for name, section in permissions.items():
+        if section is None:
+            continue
+        if name == "resources":
+            if (section.get("limits") or {}).get("memory") is not None:
+                return False
+        elif section.get("allow"):
+            return False
+    return True
+
+
+def as_wassette(permissions: dict[str, Any]) -> dict[str, Any]:
+    """Permissions as Wassette writes them after an edit (every section, absent ones null)."""
+    out: dict[str, Any] = wassette_form({"version": "1.0", "permissions": permissions})
+    return out["permissions"]  # type: ignore[no-any-return]
+
 
 HEAD = 'version: "1.0"\npermissions:\n'
 
@@ -508,12 +528,20 @@ def test_grant_on_no_policy_creates_one() -> None:
         "version: '1.0'\n"
         "description: 'Auto-generated policy for component: fetch_rs'\n"
         "permissions:\n"
+        "  storage: null\n"
         "  network:\n"
         "    allow:\n"
         "    - host: api.x.com\n"
-    )
+        "    deny: null\n"
+        "  environment: null\n"
+        "  runtime: null\n"
+        "  resources: null\n"
+        "  ipc: null\n"
+    )  # byte for byte what Wassette 0.8.0 writes for the same grant
     assert change == {"op": "grant", "kind": "network", "host": "api.x.com"}
-    assert parse_policy(text)["permissions"] == {"network": {"allow": [{"host": "api.x.com"}]}}
+    assert parse_policy(text)["permissions"] == as_wassette(
+        {"network": {"allow": [{"host": "api.x.com"}]}}
+    )
 
 
 def test_grant_cidr_when_the_value_has_a_slash() -> None:
@@ -553,19 +581,14 @@ def test_a_grant_that_changes_nothing_returns_the_text_unchanged(
     assert change["op"] == "grant" and change["kind"] == kind
 
 
-def test_reset_of_an_empty_policy_returns_the_text_unchanged() -> None:
-    source = (CONFORMANCE / "minimal.yaml").read_text()
-    assert reset(source, "c") == (source, {"op": "reset"})
-
-
 def test_grant_environment_variable() -> None:
     text, change = grant(None, "c", "environment-variable", "API_KEY")
     text, _ = grant(text, "c", "environment-variable", "API_KEY")
     text, _ = grant(text, "c", "environment-variable", "HOME")
     assert change == {"op": "grant", "kind": "environment-variable", "key": "API_KEY"}
-    assert parse_policy(text)["permissions"] == {
-        "environment": {"allow": [{"key": "API_KEY"}, {"key": "HOME"}]}
-    }
+    assert parse_policy(text)["permissions"] == as_wassette(
+        {"environment": {"allow": [{"key": "API_KEY"}, {"key": "HOME"}]}}
+    )
 
 
 def test_grant_storage_merges_access() -> None:
@@ -633,7 +656,9 @@ def test_grant_memory_sets_the_limit() -> None:
     resources = parse_policy(text)["permissions"]["resources"]
     assert resources == {"limits": {"cpu": "500m", "memory": "512Mi"}, "io": 5}
     fresh, _ = grant(None, "c", "memory", "1048576")
-    assert parse_policy(fresh)["permissions"] == {"resources": {"limits": {"memory": "1048576"}}}
+    assert parse_policy(fresh)["permissions"] == as_wassette(
+        {"resources": {"limits": {"cpu": None, "memory": "1048576"}}}
+    )
 
 
 def test_grant_keeps_everything_else() -> None:
@@ -643,7 +668,7 @@ def test_grant_keeps_everything_else() -> None:
     after = parse_policy(text)
     added = after["permissions"]["network"]["allow"].pop()
     assert added == {"host": "new.example.com"}
-    assert after == before
+    assert after == wassette_form(before)  # `$schema` and comments go, as with Wassette
 
 
 def test_grant_does_not_leak_through_yaml_aliases() -> None:
@@ -658,7 +683,7 @@ def test_grant_with_a_self_referential_runtime_section() -> None:
     text, _ = grant(source, "c", "environment-variable", "PATH")
     doc = parse_policy(text)
     runtime = doc["permissions"]["runtime"]
-    assert runtime["docker"]["loop"] is runtime
+    assert runtime["docker"]["loop"]["docker"] is runtime["docker"]
     assert doc["permissions"]["environment"] == {"allow": [{"key": "PATH"}]}
 
 
@@ -711,13 +736,15 @@ def test_revoke_network_keeps_the_rest() -> None:
     assert change == {"op": "revoke", "kind": "network", "cidr": "192.168.1.0/24"}
     before, after = parse_policy(source), parse_policy(text)
     before["permissions"]["network"]["allow"].remove({"cidr": "192.168.1.0/24"})
-    assert after == before
+    assert after == wassette_form(before)
 
 
 def test_revoke_last_allow_keeps_deny() -> None:
     source = perms("  network:\n    allow:\n    - host: a.com\n    deny:\n    - host: '*'\n")
     text, _ = revoke(source, "c", "network", "a.com")
-    assert parse_policy(text)["permissions"] == {"network": {"deny": [{"host": "*"}]}}
+    assert parse_policy(text)["permissions"] == as_wassette(
+        {"network": {"allow": None, "deny": [{"host": "*"}]}}
+    )
 
 
 def test_revoke_storage_access_then_entry() -> None:
@@ -735,14 +762,16 @@ def test_revoke_storage_access_then_entry() -> None:
     ]
     text, change = revoke(text, "c", "storage", "fs://b")
     assert change == {"op": "revoke", "kind": "storage", "uri": "fs://b", "access": ["read"]}
-    assert parse_policy(text)["permissions"] == {}
+    assert parse_policy(text)["permissions"] == as_wassette({"storage": {"allow": None}})
 
 
 def test_revoke_memory() -> None:
     source = perms("  resources:\n    limits:\n      cpu: 500m\n      memory: 512Mi\n")
     text, change = revoke(source, "c", "memory", "512Mi")
     assert change == {"op": "revoke", "kind": "memory", "limit": "512Mi"}
-    assert parse_policy(text)["permissions"] == {"resources": {"limits": {"cpu": "500m"}}}
+    assert parse_policy(text)["permissions"] == as_wassette(
+        {"resources": {"limits": {"cpu": "500m", "memory": None}}}
+    )
     with pytest.raises(ValidationError, match="is not granted"):
         revoke(text, "c", "memory", "512Mi")
 
@@ -753,29 +782,14 @@ def test_revoke_memory_any_value_and_empty_parents() -> None:
         revoke(source, "c", "memory", "2Gi")
     text, change = revoke(source, "c", "memory", "")
     assert change["limit"] == "1Gi"
-    assert parse_policy(text)["permissions"] == {}
+    assert granted_nothing(parse_policy(text)["permissions"])
 
 
 def test_revoke_memory_numeric_limit() -> None:
     source = perms("  resources:\n    limits:\n      memory: 1048576\n")
     text, change = revoke(source, "c", "memory", "1048576")
     assert change["limit"] == "1048576"
-    assert parse_policy(text)["permissions"] == {}
-
-
-def test_reset_keeps_version_description_and_schema() -> None:
-    source = (CONFORMANCE / "comprehensive.yaml").read_text()
-    text, change = reset(source, "c")
-    assert change == {"op": "reset"}
-    doc = parse_policy(text)
-    before = parse_policy(source)
-    assert doc == {**before, "permissions": {}}
-    assert list(doc) == list(before)
-
-
-def test_reset_on_no_policy() -> None:
-    with pytest.raises(ValidationError, match="component 'c' has no policy"):
-        reset(None, "c")
+    assert granted_nothing(parse_policy(text)["permissions"])
 
 
 def test_permission_kinds() -> None:
@@ -852,7 +866,7 @@ def test_revoke_after_grant_on_a_fresh_policy_is_empty(
     text, change = revoke(granted, component_id, kind, value)
     assert change["op"] == "revoke" and change["kind"] == kind
     doc = parse_policy(text)
-    assert doc["permissions"] == {}
+    assert granted_nothing(doc["permissions"])
     assert doc["description"] == f"Auto-generated policy for component: {component_id}"
 
 

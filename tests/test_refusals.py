@@ -100,7 +100,10 @@ BAD_IDS = {
     "dotdot": "../x",
     "slash": "a/b",
     "empty": "",
-    "too-long": "a" * 200,
+    "too-long": "a" * 239,  # `<id>.policy.meta.json` would pass NAME_MAX (255 bytes)
+    "leading-dash": "-x",
+    "control": "a\tb",
+    "instance-stream": "_instance",
     "hidden": ".hidden",
 }
 
