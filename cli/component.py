@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import click
 
 from wassette_state.cli.common import report
-from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.main import App, component_dir_option, output_option, pass_app
 from wassette_state.cli.output import emit, table
 
 
@@ -36,6 +36,7 @@ def component() -> None:
 @click.option("--id", "component_id", metavar="ID", help="Component id (default: file stem).")
 @click.option("--policy", "policy_file", metavar="FILE", help="Attach this policy too.")
 @output_option
+@component_dir_option
 @pass_app
 def attach(app: App, source: str, component_id: str | None, policy_file: str | None) -> None:
     """Copy a component in, derive its tools, and record it (alias: load).
@@ -54,6 +55,7 @@ def attach(app: App, source: str, component_id: str | None, policy_file: str | N
 @component.command()
 @click.argument("component_id", metavar="ID")
 @output_option
+@component_dir_option
 @pass_app
 def detach(app: App, component_id: str) -> None:
     """Remove a component from the state and its files (alias: unload)."""
@@ -64,6 +66,7 @@ def detach(app: App, component_id: str) -> None:
 
 @component.command("list")
 @output_option
+@component_dir_option
 @pass_app
 def list_(app: App) -> None:
     """List the current components."""
@@ -88,6 +91,7 @@ def list_(app: App) -> None:
 @component.command()
 @click.argument("component_id", metavar="ID")
 @output_option
+@component_dir_option
 @pass_app
 def inspect(app: App, component_id: str) -> None:
     """Show a component's metadata and tools."""

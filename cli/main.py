@@ -13,7 +13,30 @@ if TYPE_CHECKING:
     from wassette_state.store.service import Store
 
 VERSION = "0.1.0"
-OUTPUT_FORMATS = ("text", "json", "yaml")
+# `table` is Wassette's name for the text table (`wassette component list -o table`).
+OUTPUT_FORMATS = ("text", "json", "yaml", "table")
+OUTPUT_NAMES = ("-o", "--output", "--output-format")  # the last is Wassette's spelling
+
+# The `state` commands that are also top-level (`wassette-state export FILE`), in help order.
+STATE_SHORTCUTS = (
+    "export",
+    "import",
+    "history",
+    "show",
+    "diff",
+    "blame",
+    "rollback",
+    "undo",
+    "tag",
+    "tags",
+    "verify",
+    "rebuild",
+    "sync",
+)
+
+
+def output_format(value: str | None) -> str | None:
+    return "text" if value == "table" else value
 
 
 class App:
@@ -21,7 +44,7 @@ class App:
 
     def __init__(self, **opts: Any) -> None:
         self.opts = opts
-        self.output: str = opts.get("output") or "text"
+        self.output: str = output_format(opts.get("output")) or "text"
         self._settings: Settings | None = None
         self._store: Store | None = None
 
@@ -67,30 +90,74 @@ pass_app = click.make_pass_decorator(App)
 
 
 def output_option(f: Any) -> Any:
-    """`-o` accepted after the subcommand too (`wassette-state state history -o json`)."""
+    """`-o` accepted after the subcommand too (`wassette-state state history -o json`), also
+    spelled as Wassette does (`--output-format table`)."""
 
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         app = ctx.find_object(App)
         if value is not None and app is not None:
-            app.output = value
+            app.output = output_format(value) or app.output
 
     return click.option(
-        "-o",
-        "--output",
+        *OUTPUT_NAMES,
+        "output",
         type=click.Choice(OUTPUT_FORMATS),
         default=None,
         expose_value=False,
         callback=callback,
-        help="Output format.",
+        help="Output format (table = text).",
     )(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def component_dir_option(f: Any) -> Any:
+    """`--component-dir DIR` after the subcommand, where Wassette takes it
+    (`wassette-state component list --component-dir DIR`); it wins over the global one."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        app = ctx.find_object(App)
+        if value is not None and app is not None:
+            app.opts["component_dir"] = value
+
+    return click.option(
+        "--component-dir",
+        "component_dir",
+        metavar="DIR",
+        default=None,
+        expose_value=False,
+        callback=callback,
+        help="Component directory (as the global --component-dir).",
+    )(f)
+
+
+class TopGroup(click.Group):
+    """The top level: the command groups, then the `state` commands it also takes directly."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        found = {n: self.get_command(ctx, n) for n in self.list_commands(ctx)}
+        listed = {n: c for n, c in found.items() if c is not None and not c.hidden}
+        groups = [n for n in listed if n not in STATE_SHORTCUTS]
+        shortcuts = [n for n in STATE_SHORTCUTS if n in listed]
+        for title, names in (
+            ("Commands", groups),
+            ("State commands (also spelled 'state NAME')", shortcuts),
+        ):
+            if names:
+                limit = formatter.width - 6 - max(len(n) for n in names)
+                with formatter.section(title):
+                    formatter.write_dl([(n, listed[n].get_short_help_str(limit)) for n in names])
+
+
+@click.group(
+    cls=TopGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("--db", envvar="WASSETTE_STATE_DB", help="Database URL or SQLite file path.")
 @click.option("--component-dir", envvar="WASSETTE_COMPONENT_DIR", help="Component directory.")
 @click.option("--secrets-dir", envvar="WASSETTE_SECRETS_DIR", help="Secrets directory.")
 @click.option("--actor", envvar="WASSETTE_ACTOR", help="Who is making changes (default user@host).")
-@click.option("-o", "--output", type=click.Choice(OUTPUT_FORMATS), default=None)
+@click.option(
+    *OUTPUT_NAMES, "output", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(VERSION, prog_name="wassette-state")
 @click.pass_context
@@ -100,8 +167,8 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
     \b
     Examples:
       wassette-state component attach ./weather.wasm --policy policy.yaml
-      wassette-state state history --component weather
-      wassette-state state export state.yaml --at 2h
+      wassette-state history --component weather
+      wassette-state export state.yaml --at 2h
     """
     if opts["verbose"]:
         import logging
@@ -126,6 +193,9 @@ def _register() -> None:
         state.state,
     ):
         cli.add_command(group)
+    # The same command objects once more at the top level: `export FILE` is `state export FILE`.
+    for name in STATE_SHORTCUTS:
+        cli.add_command(state.state.commands[name], name)
 
 
 _register()

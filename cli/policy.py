@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wassette_state.cli.common import report
-from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.main import App, component_dir_option, output_option, pass_app
 from wassette_state.cli.output import emit
 
 
@@ -18,6 +18,7 @@ def policy() -> None:
 @click.argument("component_id", metavar="ID")
 @click.argument("source", metavar="FILE|file://URI")
 @output_option
+@component_dir_option
 @pass_app
 def policy_attach(app: App, component_id: str, source: str) -> None:
     """Validate a policy file and attach it to a component."""
@@ -29,6 +30,7 @@ def policy_attach(app: App, component_id: str, source: str) -> None:
 @policy.command("detach")
 @click.argument("component_id", metavar="ID")
 @output_option
+@component_dir_option
 @pass_app
 def policy_detach(app: App, component_id: str) -> None:
     """Remove a component's policy."""
@@ -40,6 +42,7 @@ def policy_detach(app: App, component_id: str) -> None:
 @policy.command("get")
 @click.argument("component_id", metavar="ID")
 @output_option
+@component_dir_option
 @pass_app
 def policy_get(app: App, component_id: str) -> None:
     """Print a component's policy document."""
@@ -57,7 +60,7 @@ def policy_get(app: App, component_id: str) -> None:
     emit(data, app.output, comp.policy.policy_content)
 
 
-@click.group()
+@click.group(short_help="Grant and revoke permissions (edits of the policy).")
 def permission() -> None:
     """Grant and revoke permissions (edits of the component's policy).
 
@@ -69,10 +72,11 @@ def permission() -> None:
     """
 
 
-def _access(value: str | None) -> list[str] | None:
-    if value is None:
+def _access(values: tuple[str, ...]) -> list[str] | None:
+    """`--access read,write` and Wassette's repeated `--access read --access write` add up."""
+    if not values:
         return None
-    return [a.strip() for a in value.split(",") if a.strip()]
+    return [a.strip() for value in values for a in value.split(",") if a.strip()]
 
 
 def _kind_commands(group: click.Group, op: str) -> None:
@@ -81,10 +85,16 @@ def _kind_commands(group: click.Group, op: str) -> None:
     @group.command("storage")
     @click.argument("component_id", metavar="ID")
     @click.argument("uri", metavar="URI")
-    @click.option("--access", metavar="read,write", help="Access to grant or revoke.")
+    @click.option(
+        "--access",
+        metavar="read,write",
+        multiple=True,
+        help="Access to grant or revoke (repeatable: --access read --access write).",
+    )
     @output_option
+    @component_dir_option
     @pass_app
-    def storage(app: App, component_id: str, uri: str, access: str | None) -> None:
+    def storage(app: App, component_id: str, uri: str, access: tuple[str, ...]) -> None:
         from wassette_state.store.commands import permission as do
 
         o = do(app.store, op, component_id, "storage", uri, _access(access))
@@ -105,6 +115,7 @@ def _kind_commands(group: click.Group, op: str) -> None:
             @click.argument("component_id", metavar="ID")
             @click.argument("value", metavar=arg)
             @output_option
+            @component_dir_option
             @pass_app
             def cmd(app: App, component_id: str, value: str) -> None:
                 from wassette_state.store.commands import permission as do
@@ -137,9 +148,10 @@ _kind_commands(revoke, "revoke")
 @permission.command()
 @click.argument("component_id", metavar="ID")
 @output_option
+@component_dir_option
 @pass_app
 def reset(app: App, component_id: str) -> None:
-    """Remove every permission from a component's policy."""
+    """Remove a component's policy with every permission in it (as Wassette does)."""
     from wassette_state.store.commands import permission as do
 
     report(app, do(app.store, "reset", component_id), f"reset permissions of {component_id}")

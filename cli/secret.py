@@ -1,4 +1,4 @@
-"""`wassette-state secret …` and `wassette env …`"""
+"""`wassette-state secret …` and `wassette-state env …`"""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import sys
 import click
 
 from wassette_state.cli.common import report
-from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.main import App, component_dir_option, output_option, pass_app
 from wassette_state.cli.output import emit, table
 
 
-@click.group()
+@click.group(short_help="Secret values of a component (never in the log).")
 def secret() -> None:
     """Secret values for a component (stored only in the secrets dir, never in the log)."""
 
@@ -21,6 +21,7 @@ def secret() -> None:
 @click.argument("assignments", nargs=-1, metavar="KEY=VALUE…")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read KEY=VALUE lines from stdin.")
 @output_option
+@component_dir_option
 @pass_app
 def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_stdin: bool) -> None:
     """Set secret values; the log records the key names only.
@@ -44,14 +45,30 @@ def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_s
 
 @secret.command("list")
 @click.argument("component_id", metavar="ID")
-@click.option("--show-values", is_flag=True, help="Print the values too.")
+@click.option("--show-values", is_flag=True, help="Print the values too (asks on a terminal).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before showing values.")
 @output_option
+@component_dir_option
 @pass_app
-def secret_list(app: App, component_id: str, show_values: bool) -> None:
-    """List a component's secret keys; flags keys without a value on disk."""
+def secret_list(app: App, component_id: str, show_values: bool, yes: bool) -> None:
+    """List a component's secret keys; flags keys without a value on disk.
+
+    With --show-values on a terminal it asks first, as Wassette does (--yes skips the question);
+    without a terminal there is nobody to ask and the values are printed.
+    """
+    from wassette_state.cli.output import is_tty
     from wassette_state.store.commands import secret_list as do
+    from wassette_state.store.errors import ValidationError
 
     entries = do(app.store, component_id, show_values)
+    # stderr: stdout stays machine-readable with -o json
+    if (
+        show_values
+        and not yes
+        and is_tty()
+        and not click.confirm("Show secret values?", default=False, err=True)
+    ):
+        raise ValidationError("cancelled; no values shown")
     data = {
         "component_id": component_id,
         "secrets": [
@@ -85,6 +102,7 @@ def secret_list(app: App, component_id: str, show_values: bool) -> None:
 @click.argument("component_id", metavar="ID")
 @click.argument("keys", nargs=-1, metavar="KEY…")
 @output_option
+@component_dir_option
 @pass_app
 def secret_delete(app: App, component_id: str, keys: tuple[str, ...]) -> None:
     """Delete secret keys and their values."""

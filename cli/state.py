@@ -12,7 +12,11 @@ from wassette_state.cli.output import emit, iso_us, table
 
 @click.group()
 def state() -> None:
-    """History, snapshots, rollback and integrity of the store."""
+    """History, snapshots, rollback and integrity of the store.
+
+    Each of these commands works without `state` too: `wassette-state history` is
+    `wassette-state state history`.
+    """
 
 
 def plural(n: int, word: str) -> str:
@@ -132,7 +136,7 @@ def history(
     emit(data, app.output, text)
 
 
-@state.command()
+@state.command(short_help="Check the hash chain, read models and database (exit 4 if bad).")
 @output_option
 @pass_app
 def verify(app: App) -> None:
@@ -232,7 +236,7 @@ def snapshot_doc(
     )
 
 
-@state.command("export")
+@state.command("export", short_help="Write a Wassette-compatible snapshot to a file.")
 @click.argument("target", metavar="FILE")
 @click.option("--at", "at", metavar="WHEN", help="Export the state as it was then.")
 @click.option("--component-dir", "component_dir", help="Component dir to write in the file.")
@@ -265,7 +269,7 @@ def export_cmd(
         )
 
 
-@state.command("import")
+@state.command("import", short_help="Make the state match a snapshot, as one transaction.")
 @click.argument("source", metavar="FILE")
 @click.option("--prune", is_flag=True, help="Also remove what the file does not have.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
@@ -416,7 +420,7 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
     emit(data, app.output, "\n".join(lines))
 
 
-@state.command()
+@state.command(short_help="Return to the state at WHEN, as one new transaction.")
 @click.option("--to", "to", required=True, metavar="WHEN", help="The point to return to.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -451,7 +455,7 @@ def undo(app: App, dry_run: bool, yes: bool, reason: str | None) -> None:
     _rollback_report(app, outcome, "undo")
 
 
-@state.command()
+@state.command(short_help="List what changed between two points (default: until now).")
 @click.argument("since", metavar="WHEN")
 @click.argument("until", metavar="[WHEN]", required=False)
 @output_option
@@ -497,7 +501,7 @@ def _short(value: Any) -> str:
     return json.dumps(value)
 
 
-@state.command()
+@state.command(short_help="Who last set each aspect of a component.")
 @click.argument("component_id", metavar="ID")
 @output_option
 @pass_app
@@ -562,7 +566,7 @@ def tags(app: App) -> None:
     )
 
 
-@state.command()
+@state.command(short_help="Record changes made to the dirs outside wassette-state.")
 @output_option
 @pass_app
 def sync(app: App) -> None:

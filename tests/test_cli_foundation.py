@@ -78,7 +78,7 @@ def iso(us: int) -> str:
 
 def test_version(env: Env) -> None:
     r = env.run("--version")
-    assert (r.code, r.out.strip(), r.err) == (0, "wassette, version 0.1.0", "")
+    assert (r.code, r.out.strip(), r.err) == (0, "wassette-state, version 0.1.0", "")
     assert not env.db.exists()  # printing the version opens no store
 
 
