@@ -7,7 +7,7 @@ import errno
 import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Found:
     drifts: list[Drift]
     events: list[ev.Event]
     blobs: dict[str, bytes]
+    # `<id>.cwasm` files compiled from other bytes than the ones adopted (see `_tools`)
+    stale_cwasm: list[Path] = field(default_factory=list)
 
 
 def _stamp(c: Component) -> tuple[int | None, int | None]:
@@ -155,7 +157,7 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLO
 _CHUNK = 1 << 16
 
 
-def _tools(cid: str, data: bytes, sha: str, wasm: Path, introspect: Any) -> Any:
+def _tools(cid: str, data: bytes, sha: str, wasm: Path, introspect: Any, stale: list[Path]) -> Any:
     """The tools of bytes found in the component dir: from Wassette's metadata file beside
     them when its stamp vouches for them (no introspection), else introspected."""
     from wassette_state.store.metadata_files import tools_of, valid_beside
@@ -163,7 +165,13 @@ def _tools(cid: str, data: bytes, sha: str, wasm: Path, introspect: Any) -> Any:
     doc = valid_beside(wasm.with_name(f"{cid}.metadata.json"), wasm, sha)
     if doc is not None:
         return tools_of(doc)
-    return introspect(data, sha, wasm.name)
+    tools = introspect(data, sha, wasm.name)
+    # No metadata vouches for these bytes, so Wassette never loaded them: a precompiled
+    # `<id>.cwasm` beside them is of other bytes, and Wassette would run it without a check.
+    found_cwasm = wasm.with_name(f"{cid}.cwasm")
+    if os.path.lexists(found_cwasm):
+        stale.append(found_cwasm)
+    return tools
 
 
 def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found) -> None:
@@ -196,7 +204,7 @@ def _component(c: Component, components: _Dir, introspect: Any, found: Found) ->
         sha = files.sha256_hex(data)
         if sha != c.wasm_sha256:
             try:
-                tools = _tools(cid, data, sha, wasm, introspect)
+                tools = _tools(cid, data, sha, wasm, introspect, found.stale_cwasm)
             except ValidationError as e:
                 found.drifts.append(Drift(cid, f"wasm replaced by an invalid file ({e})", False))
             else:
@@ -451,7 +459,7 @@ def _new_component(cid: str, wasm: Path, components: _Dir, introspect: Any, foun
     data = wasm.read_bytes()
     sha = files.sha256_hex(data)
     try:
-        tools = _tools(cid, data, sha, wasm, introspect)
+        tools = _tools(cid, data, sha, wasm, introspect, found.stale_cwasm)
     except ValidationError as e:
         found.drifts.append(Drift(cid, f"unknown file {wasm.name} is not a component ({e})", False))
         return False
@@ -495,6 +503,8 @@ def sync(store: Any) -> tuple[Any, list[Drift]]:
     found = find(store)
     for sha, data in found.blobs.items():
         store.blobs.put(data, sha)
+    for path in found.stale_cwasm:  # before anything is recorded: removing one never harms
+        fsutil.remove(path)
     base_versions = store.state()
 
     def decide(state: State) -> Decision:

@@ -99,6 +99,28 @@ def test_import_of_other_bytes_removes_the_precompiled_code(
     assert answer(wassette, "fresh") == 7
 
 
+def test_bytes_replaced_by_hand_are_what_wassette_runs_after_sync(
+    env: Env, wassette: Any
+) -> None:
+    src = env.root / "app.wasm"
+    src.write_bytes(answering_component(answer=41))
+    ok(env.run("component", "attach", str(src)))
+    assert answer(wassette, "answer") == 41  # precompiled into app.cwasm
+    (env.component_dir / "app.wasm").write_bytes(answering_component(answer=42, fresh=7))
+    res = json.loads(ok(env.run("state", "sync", "-o", "json")).out)
+    assert [e["type"] for e in res["events"]] == ["component.attached"]
+    assert answer(wassette, "fresh") == 7
+
+
+def test_ids_wassette_accepts_are_ours_too(env: Env, wassette: Any) -> None:
+    for cid in ("Weird+Name@1", "with space", "ünï_cödé"):
+        src = env.root / f"{cid}.wasm"
+        fx.write_component(src, "simple")
+        ok(env.run("component", "attach", str(src)))
+    listed = {c["id"] for c in wassette.json("component", "list")["components"]}
+    assert listed == {"Weird+Name@1", "with space", "ünï_cödé"}
+
+
 # ------------------------------------------------------------------ metadata: adopt, don't fight
 
 
