@@ -4,6 +4,12 @@
 component's exported functions - top level and inside exported instances (interfaces) - and
 maps each function's WIT types to a JSON Schema, one tool per function.
 
+The result is what Wassette 0.8.0 writes into `<id>.metadata.json` for the same bytes (its
+`component2json` crate), field for field and key order included: tools in export order, tool
+names, descriptions, schemas. The only part that cannot be reproduced is the heap address Wassette
+prints inside the description of a resource handle (see `_Resources`).
+tests/test_wassette_parity.py checks this against the real binary.
+
 wasmtime is imported lazily inside the functions that need it, so `import store.wasm` stays
 cheap for CLI start-up; one `wasmtime.Engine` is created on first use and reused.
 Results are cached in-process by sha256 of the bytes (persistent caching lives elsewhere).
@@ -14,8 +20,8 @@ from __future__ import annotations
 import atexit
 import copy
 import hashlib
-import itertools
 import json
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -27,7 +33,7 @@ from wassette_state.store.errors import ValidationError
 
 if TYPE_CHECKING:
     import wasmtime
-    from wasmtime.component import FuncType, ValType
+    from wasmtime.component import ComponentType, FuncType, ResourceType, ValType
     from wasmtime.component._types import ComponentExtern
 
 WASM_MAGIC = b"\x00asm"
@@ -37,24 +43,31 @@ _LAYER_CORE = 0
 _LAYER_COMPONENT = 1
 _HEADER_LEN = 8
 
-# Wassette itself keeps an interface's `@version` in the tool name (`foo:foo/foo@0.1.0` +
-# `generate` -> `foo_foo_foo_0_1_0_generate`). This store strips it by design decision so tool
-# names survive a minor version bump (`foo_foo_foo_generate`); flip to False for Wassette's names.
-_STRIP_INTERFACE_VERSION = False  # Wassette keeps the version: foo_foo_foo_0_1_0_generate
-
+# Tool names: each part (interface export name, function name) lowercased, every character
+# outside `[a-z0-9-]` replaced by `_`, parts joined by `_`. An interface keeps its `@version`
+# (`foo:foo/foo@0.1.0` + `generate` -> `foo_foo_foo_0_1_0_generate`), like Wassette.
 _NOT_ALLOWED_IN_TOOL_NAME = re.compile(r"[^a-z0-9-]")
+# MCP's limit; Wassette 0.8.0 panics on a longer generated name, so such a component is refused.
+MAX_TOOL_NAME = 128
 
 _PACKAGE_DOCS_SECTION = "package-docs"
 _CUSTOM_SECTION_ID = 0
-_COMPONENT_SECTION_ID = 4  # a nested component, inside a component binary
-_MAX_NESTING = 16
+# Sections holding a nested binary: a core module (1) or a component (4), inside a component.
+_NESTED_SECTION_IDS = (1, 4)
+_MAX_NESTING = 64
 
 _CACHE_SIZE = 64
+
+# Bumped whenever `describe` can return something else for the same bytes; a persistent cache of
+# its results must include it in its key (2: Wassette 0.8.0's export order, descriptions, char
+# and resource schemas, innermost interface names).
+DERIVATION_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Introspection:
-    """What a component offers as MCP tools; the three lists are parallel, sorted by tool name."""
+    """What a component offers as MCP tools; the three lists are parallel, in export order
+    (Wassette's order; two functions may map to the same tool name, as they do in Wassette)."""
 
     tool_schemas: list[dict[str, Any]]
     function_identifiers: list[dict[str, str | None]]
@@ -160,25 +173,26 @@ def _introspect(data: bytes) -> Introspection:
     engine = _get_engine()
     try:
         component = Component(engine, data)
-        exports = component.type.exports(engine)
+        component_type = component.type
+        exports = component_type.exports(engine)
     except wasmtime.WasmtimeError as exc:
         raise ValidationError(
             f"invalid WebAssembly component: {_summarize_error(str(exc))}"
         ) from None
 
-    docs = _package_docs(data)
-    found: list[tuple[str, dict[str, Any], dict[str, str | None]]] = []
+    walker = _Walker(engine, component_type, _package_docs(data))
     try:
-        _collect(engine, exports, (), docs, found)
+        walker.collect(exports, None, 0)
     finally:
-        del exports
+        del exports, walker.resources
         component.close()
-    found.sort(key=lambda tool: tool[0])
-    for (name, _, first), (other, _, second) in itertools.pairwise(found):
-        if name == other:
+    found = walker.found
+    for name, _, ident in found:
+        if len(name) > MAX_TOOL_NAME:
             raise ValidationError(
-                f"invalid WebAssembly component: exported functions "
-                f"{_display(first)} and {_display(second)} both map to the tool name '{name}'"
+                f"invalid WebAssembly component: exported function {_display(ident)} maps to "
+                f"the tool name '{name[:40]}…', {len(name)} characters long; MCP allows "
+                f"{MAX_TOOL_NAME} (Wassette 0.8.0 cannot load this component)"
             )
     return Introspection(
         tool_schemas=[schema for _, schema, _ in found],
@@ -211,93 +225,195 @@ def _display(ident: dict[str, str | None]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# exports -> tools
+# exports -> tools (Wassette's component2json, `component_exports_to_tools_with_docs`)
 
 
-def _collect(
-    engine: wasmtime.Engine,
-    exports: dict[str, ComponentExtern],
-    path: tuple[str, ...],
-    docs: list[dict[str, Any]],
-    out: list[tuple[str, dict[str, Any], dict[str, str | None]]],
-) -> None:
-    """Append (tool name, tool schema, identifier) for every function in `exports`, recursing
-    into exported instances (`path` is the chain of instance export names)."""
-    from wasmtime.component import ComponentInstanceType, FuncType
+class _Walker:
+    """Collects (tool name, tool schema, identifier) for every exported function, in export
+    order, recursing into exported instances."""
 
-    for export_name, extern in exports.items():
+    def __init__(self, engine: wasmtime.Engine, component_type: ComponentType, docs: Any) -> None:
+        self.engine = engine
+        self.docs = docs
+        self.resources = _Resources(engine, component_type)
+        self.found: list[tuple[str, dict[str, Any], dict[str, str | None]]] = []
+
+    def collect(
+        self, exports: dict[str, ComponentExtern], interface: str | None, depth: int
+    ) -> None:
+        """`interface` is the export name of the instance holding `exports` - only the
+        innermost one: Wassette names a function of a nested instance after that instance
+        alone (`x:y/outer` > `inner` > `go` -> `inner_go`)."""
+        from wasmtime.component import ComponentInstanceType, FuncType
+
+        for export_name, extern in exports.items():
+            try:
+                item = extern.ty
+            except TypeError:  # an item kind this wasmtime binding cannot represent: not a function
+                continue
+            if isinstance(item, FuncType):
+                self.found.append(self._tool(interface, export_name, item))
+            elif isinstance(item, ComponentInstanceType):
+                if depth >= _MAX_NESTING:
+                    raise ValidationError(
+                        f"invalid WebAssembly component: instances nest more than {_MAX_NESTING} "
+                        "levels deep"
+                    )
+                self.collect(item.exports(self.engine), export_name, depth + 1)
+
+    def _tool(
+        self, interface: str | None, function_name: str, func: FuncType
+    ) -> tuple[str, dict[str, Any], dict[str, str | None]]:
+        name = _tool_name(interface, function_name)
+        description = _find_docs(self.docs, function_name)
+        if description is None:
+            description = f"Auto-generated schema for function '{name}'"
+
+        properties: dict[str, Any] = {}
+        required: list[str] = []
         try:
-            item = extern.ty
-        except TypeError:  # an item kind this wasmtime binding cannot represent: not a function
-            continue
-        if isinstance(item, FuncType):
-            out.append(_tool(path, export_name, item, docs))
-        elif isinstance(item, ComponentInstanceType) and len(path) < _MAX_NESTING:
-            _collect(engine, item.exports(engine), (*path, export_name), docs, out)
+            params = func.params
+        except TypeError:  # a parameter type this wasmtime binding cannot represent: never crash
+            input_schema: dict[str, Any] = {
+                "type": "object",
+                "description": "parameters use WIT types this tool cannot describe",
+            }
+        else:
+            for param_name, param_type in params:
+                required.append(param_name)
+                properties[param_name] = _schema(param_type, self.resources)
+            input_schema = {"type": "object", "properties": properties, "required": required}
 
-
-def _tool_name(interface_path: tuple[str, ...], function_name: str) -> str:
-    """`foo:foo/foo` + `generate` -> `foo_foo_foo_generate`; top-level `fetch` -> `fetch`."""
-    parts = [_strip_version(part) for part in interface_path]
-    joined = "_".join([*parts, function_name]).lower()
-    return _NOT_ALLOWED_IN_TOOL_NAME.sub("_", joined)
-
-
-def _strip_version(interface: str) -> str:
-    # `ns:pkg/iface@1.2.3` -> `ns:pkg/iface` (see _STRIP_INTERFACE_VERSION)
-    return interface.split("@", 1)[0] if _STRIP_INTERFACE_VERSION else interface
-
-
-def _tool(
-    path: tuple[str, ...], function_name: str, func: FuncType, docs: list[dict[str, Any]]
-) -> tuple[str, dict[str, Any], dict[str, str | None]]:
-    name = _tool_name(path, function_name)
-    interface_name = "/".join(path) if path else None
-    description = _find_docs(docs, path, function_name) or (
-        f"Auto-generated schema for function '{function_name}'"
-    )
-
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    try:
-        params = func.params
-    except TypeError:  # a parameter type this wasmtime binding cannot represent: never crash
-        input_schema: dict[str, Any] = {
-            "type": "object",
-            "description": "parameters use WIT types this tool cannot describe",
+        schema: dict[str, Any] = {
+            "name": name,
+            "description": description,
+            "inputSchema": input_schema,
         }
-    else:
-        for param_name, param_type in params:
-            properties[param_name] = _schema(param_type)
-            required.append(param_name)
-        input_schema = {"type": "object", "properties": properties, "required": required}
-
-    schema: dict[str, Any] = {"name": name, "description": description, "inputSchema": input_schema}
-    try:
-        result = func.result
-    except TypeError:
-        result_schema: dict[str, Any] | None = _unsupported("result")
-    else:
-        result_schema = None if result is None else _schema(result)
-    if result_schema is not None:
-        schema["outputSchema"] = {
-            "type": "object",
-            "properties": {"result": result_schema},
-            "required": ["result"],
+        try:
+            result = func.result
+        except TypeError:
+            result_schema: dict[str, Any] | None = _unsupported("result")
+        else:
+            result_schema = None if result is None else _schema(result, self.resources)
+        if result_schema is not None:
+            schema["outputSchema"] = {
+                "type": "object",
+                "properties": {"result": result_schema},
+                "required": ["result"],
+            }
+        identifier: dict[str, str | None] = {
+            "package_name": None,
+            "interface_name": interface,
+            "function_name": function_name,
         }
-    identifier: dict[str, str | None] = {
-        "package_name": None,
-        "interface_name": interface_name,
-        "function_name": function_name,
-    }
-    return name, schema, identifier
+        return name, schema, identifier
+
+
+def _tool_name(interface: str | None, function_name: str) -> str:
+    """`foo:foo/foo` + `generate` -> `foo_foo_foo_generate`; top-level `fetch` -> `fetch`;
+    `foo:foo/foo@0.1.0` keeps its version: `foo_foo_foo_0_1_0_generate`."""
+    parts = [function_name] if interface is None else [interface, function_name]
+    return "_".join(_NOT_ALLOWED_IN_TOOL_NAME.sub("_", part.lower()) for part in parts)
 
 
 # ---------------------------------------------------------------------------------------------
-# WIT types -> JSON Schema
+# resource handles
+#
+# Wassette describes `own<r>`/`borrow<r>` with Rust's debug print of the resource's type:
+# own'd resource: ResourceType { kind: Uninstantiated { component: 94…, index: ResourceIndex(2) } }
+# `component` is the address of the compiled component's type tables in Wassette's memory: it
+# changes on every run, so it cannot be reproduced; this store writes 0 there. `index` is the
+# resource's place in wasmtime's index space of the component's resources: every imported one
+# first (in import order), then the defined ones. The wasmtime binding only tells resource types
+# apart (equality), so the defined ones are numbered in order of first appearance among the
+# exports - their definition order for components made by wit-component (cargo-component,
+# componentize-py, jco); a composition that defines them in nested components instantiated in
+# another order than it exports them can number them differently.
+
+_RESOURCE_COMPONENT_ADDRESS = 0
 
 
-def _schema(ty: ValType) -> dict[str, Any]:
+class _Resources:
+    def __init__(self, engine: wasmtime.Engine, component_type: ComponentType) -> None:
+        self._engine = engine
+        self._component_type: ComponentType | None = component_type
+        self._known: list[ResourceType] = []
+
+    def describe(self, kind: str, resource: ResourceType) -> dict[str, Any]:
+        index = self.index(resource)
+        return {
+            "type": "string",
+            "description": (
+                f"{kind}'d resource: ResourceType {{ kind: Uninstantiated {{ component: "
+                f"{_RESOURCE_COMPONENT_ADDRESS}, index: ResourceIndex({index}) }} }}"
+            ),
+        }
+
+    def index(self, resource: ResourceType) -> int:
+        if self._component_type is not None:  # numbered on first use only: most have none
+            component_type, self._component_type = self._component_type, None
+            self._walk(component_type.imports(self._engine), 0)
+            self._walk(component_type.exports(self._engine), 0)
+        return self._add(resource)
+
+    def _add(self, resource: ResourceType) -> int:
+        for index, known in enumerate(self._known):
+            if known == resource:
+                return index
+        self._known.append(resource)
+        return len(self._known) - 1
+
+    def _walk(self, externs: dict[str, ComponentExtern], depth: int) -> None:
+        from wasmtime.component import ComponentInstanceType, FuncType, ResourceType
+
+        for extern in externs.values():
+            try:
+                item = extern.ty
+            except TypeError:
+                continue
+            if isinstance(item, ResourceType):
+                self._add(item)
+            elif isinstance(item, ComponentInstanceType) and depth < _MAX_NESTING:
+                self._walk(item.exports(self._engine), depth + 1)
+            elif isinstance(item, FuncType):
+                try:
+                    types = [ty for _, ty in item.params] + [item.result]
+                except TypeError:
+                    continue
+                for ty in types:
+                    self._handles(ty, 0)
+
+    def _handles(self, ty: ValType | None, depth: int) -> None:
+        """Resources used by a type, in order (first appearance counts)."""
+        from wasmtime import component as wc
+
+        if ty is None or depth > _MAX_NESTING:
+            return
+        if isinstance(ty, (wc.OwnType, wc.BorrowType)):
+            self._add(ty.ty)
+        elif isinstance(ty, wc.ListType):
+            self._handles(ty.element, depth + 1)
+        elif isinstance(ty, wc.RecordType):
+            for _, field in ty.fields:
+                self._handles(field, depth + 1)
+        elif isinstance(ty, wc.TupleType):
+            for element in ty.elements:
+                self._handles(element, depth + 1)
+        elif isinstance(ty, wc.VariantType):
+            for _, payload in ty.cases:
+                self._handles(payload, depth + 1)
+        elif isinstance(ty, wc.OptionType):
+            self._handles(ty.payload, depth + 1)
+        elif isinstance(ty, wc.ResultType):
+            self._handles(ty.ok, depth + 1)
+            self._handles(ty.err, depth + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# WIT types -> JSON Schema (component2json's `type_to_json_schema`, key order included)
+
+
+def _schema(ty: ValType, resources: _Resources | None = None) -> dict[str, Any]:
     from wasmtime import component as wc
 
     if isinstance(ty, wc.Bool):
@@ -307,20 +423,20 @@ def _schema(ty: ValType) -> dict[str, Any]:
     if isinstance(ty, (wc.F32, wc.F64)):
         return {"type": "number"}
     if isinstance(ty, wc.Char):
-        return {"type": "string", "minLength": 1, "maxLength": 1}  # one code point
+        return {"type": "string", "description": "1 unicode codepoint"}
     if isinstance(ty, wc.String):
         return {"type": "string"}
     if isinstance(ty, wc.ListType):
-        return {"type": "array", "items": _schema(ty.element)}
+        return {"type": "array", "items": _schema(ty.element, resources)}
     if isinstance(ty, wc.RecordType):
-        fields = ty.fields
-        return {
-            "type": "object",
-            "properties": {name: _schema(field) for name, field in fields},
-            "required": [name for name, _ in fields],
-        }
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for name, field in ty.fields:
+            required.append(name)
+            properties[name] = _schema(field, resources)
+        return {"type": "object", "properties": properties, "required": required}
     if isinstance(ty, wc.TupleType):
-        elements = [_schema(element) for element in ty.elements]
+        elements = [_schema(element, resources) for element in ty.elements]
         return {
             "type": "array",
             "prefixItems": elements,
@@ -328,23 +444,27 @@ def _schema(ty: ValType) -> dict[str, Any]:
             "maxItems": len(elements),
         }
     if isinstance(ty, wc.VariantType):
-        return {"oneOf": [_case(name, payload) for name, payload in ty.cases]}
+        return {"oneOf": [_case(name, payload, resources) for name, payload in ty.cases]}
     if isinstance(ty, wc.EnumType):
         return {"type": "string", "enum": list(ty.names)}
     if isinstance(ty, wc.OptionType):
-        return {"anyOf": [{"type": "null"}, _schema(ty.payload)]}
+        return {"anyOf": [{"type": "null"}, _schema(ty.payload, resources)]}
     if isinstance(ty, wc.ResultType):
         ok, err = ty.ok, ty.err
         return {
             "oneOf": [
                 {
                     "type": "object",
-                    "properties": {"ok": {"type": "null"} if ok is None else _schema(ok)},
+                    "properties": {
+                        "ok": {"type": "null"} if ok is None else _schema(ok, resources)
+                    },
                     "required": ["ok"],
                 },
                 {
                     "type": "object",
-                    "properties": {"err": {"type": "null"} if err is None else _schema(err)},
+                    "properties": {
+                        "err": {"type": "null"} if err is None else _schema(err, resources)
+                    },
                     "required": ["err"],
                 },
             ]
@@ -352,22 +472,25 @@ def _schema(ty: ValType) -> dict[str, Any]:
     if isinstance(ty, wc.FlagsType):
         return {"type": "object", "properties": {flag: {"type": "boolean"} for flag in ty.names}}
     if isinstance(ty, (wc.OwnType, wc.BorrowType)):
-        return {"type": "string"}  # a resource handle
+        kind = "own" if isinstance(ty, wc.OwnType) else "borrow"
+        if resources is None:
+            return {"type": "string", "description": f"{kind}'d resource"}
+        return resources.describe(kind, ty.ty)
     if isinstance(ty, wc.FutureType):
-        return _unsupported("future")
+        return {"type": "object", "description": "Future type (async operation)"}
     if isinstance(ty, wc.StreamType):
-        return _unsupported("stream")
+        return {"type": "array", "description": "Stream type (async iteration)"}
     if isinstance(ty, wc.ErrorContext):
-        return _unsupported("error-context")
+        return {"type": "object", "description": "Error context type"}
     return _unsupported(type(ty).__name__)
 
 
-def _case(name: str, payload: ValType | None) -> dict[str, Any]:
+def _case(name: str, payload: ValType | None, resources: _Resources | None) -> dict[str, Any]:
     if payload is None:
         return {"type": "object", "properties": {"tag": {"const": name}}, "required": ["tag"]}
     return {
         "type": "object",
-        "properties": {"tag": {"const": name}, "val": _schema(payload)},
+        "properties": {"tag": {"const": name}, "val": _schema(payload, resources)},
         "required": ["tag", "val"],
     }
 
@@ -379,28 +502,86 @@ def _unsupported(what: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # doc comments: the `package-docs` custom section written by wit-component
 #
-# Its payload is one version byte (0 or 1) followed by JSON:
-#   {"docs"?, "worlds"?: {world: {"funcs"?, "func_exports"?, "interfaces"?, "interface_exports"?}},
-#    "interfaces"?: {iface: {"funcs"?: {fn: "doc" | {"docs": "doc"}}}}}
-# Function docs are a plain string (v0) or {"docs": ..., "stability": ...} (v1).
+# Its payload is one version byte followed by JSON:
+#   {"docs"?, "worlds"?: {world: {"func_exports"?, "interface_exports"?, ...}}, "interfaces"?: …}
+# Wassette 0.8.0 reads only the first such section (in binary order, nested modules and
+# components included) whose payload is longer than one byte, ignores the version byte, and
+# takes a function's description from `worlds.<any world>.func_exports.<function name>.docs`
+# (first world in document order), looked up by the bare function name - for functions inside
+# interfaces too. The text is used as is (not trimmed; an empty string stays empty). A payload
+# that is not strict JSON (serde_json: no NaN/Infinity, no lone surrogate, no number out of f64
+# range, at most 127 levels of nesting) means no docs at all.
+
+_SERDE_MAX_DEPTH = 127
 
 
-def _package_docs(data: bytes) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
+def _package_docs(data: bytes) -> Any:
     for payload in _custom_sections(data, _PACKAGE_DOCS_SECTION.encode(), 0):
-        if len(payload) < 2 or payload[0] not in (0, 1):
-            continue
-        try:
-            document = json.loads(payload[1:].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(document, dict):
-            documents.append(document)
-    return documents
+        if len(payload) > 1:
+            return _strict_json(payload[1:])
+    return None
+
+
+def _strict_json(raw: bytes) -> Any:
+    """`raw` parsed as serde_json would, or None where serde_json fails."""
+    try:
+        text = raw.decode("utf-8")
+        if not _nests_within(text, _SERDE_MAX_DEPTH):
+            return None
+        document = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_finite_int,
+        )
+        json.dumps(document, ensure_ascii=False).encode("utf-8")  # lone surrogates fail here
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
+    return document
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _finite_int(text: str) -> int:
+    if len(text) > 300 and math.isinf(float(text)):
+        raise ValueError("number out of range")
+    return int(text)
+
+
+def _nests_within(text: str, levels: int) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > levels:
+                return False
+        elif char in "]}":
+            depth -= 1
+    return True
 
 
 def _custom_sections(binary: bytes, name: bytes, depth: int) -> Iterator[bytes]:
-    """Payloads of the custom sections called `name`, in this component and nested ones."""
+    """Payloads of the custom sections called `name`, in binary order, nested core modules and
+    components included (as wasmparser's `parse_all` visits them)."""
     pos = _HEADER_LEN
     end_of_binary = len(binary)
     while pos < end_of_binary:
@@ -413,9 +594,9 @@ def _custom_sections(binary: bytes, name: bytes, depth: int) -> Iterator[bytes]:
             name_len, start = _leb128(binary, pos)
             if name_len >= 0 and binary[start : start + name_len] == name:
                 yield binary[start + name_len : end]
-        elif section_id == _COMPONENT_SECTION_ID and depth < _MAX_NESTING:
+        elif section_id in _NESTED_SECTION_IDS and depth < _MAX_NESTING:
             nested = binary[pos:end]
-            if is_component(nested):
+            if nested[:4] == WASM_MAGIC:
                 yield from _custom_sections(nested, name, depth + 1)
         pos = end
 
@@ -433,37 +614,14 @@ def _leb128(binary: bytes, pos: int) -> tuple[int, int]:
     return -1, len(binary)
 
 
-def _find_docs(docs: list[dict[str, Any]], path: tuple[str, ...], function_name: str) -> str | None:
-    for document in docs:
-        for entry in _doc_entries(document, path, function_name):
-            text = entry if isinstance(entry, str) else None
+def _find_docs(docs: Any, function_name: str) -> str | None:
+    if not isinstance(docs, dict) or not isinstance(docs.get("worlds"), dict):
+        return None
+    for world in docs["worlds"].values():
+        exports = world.get("func_exports") if isinstance(world, dict) else None
+        if isinstance(exports, dict):
+            entry = exports.get(function_name)
             if isinstance(entry, dict) and isinstance(entry.get("docs"), str):
-                text = entry["docs"]
-            if text and text.strip():
-                return text.strip()
+                text: str = entry["docs"]
+                return text
     return None
-
-
-def _doc_entries(document: dict[str, Any], path: tuple[str, ...], fn: str) -> Iterator[Any]:
-    worlds = [w for w in _as_dict(document.get("worlds")).values() if isinstance(w, dict)]
-    if not path:  # a function exported by the world itself
-        for world in worlds:
-            yield _as_dict(world.get("func_exports")).get(fn)
-            yield _as_dict(world.get("funcs")).get(fn)
-        return
-    if len(path) != 1:
-        return
-    interface = path[0]
-    if ":" in interface:  # `ns:pkg/iface@version`: a package-level interface named `iface`
-        bare = interface.split("/", 1)[-1].split("@", 1)[0]
-        iface = _as_dict(_as_dict(document.get("interfaces")).get(bare))
-        yield _as_dict(iface.get("funcs")).get(fn)
-    else:  # `export name: interface { ... }` inline in a world
-        for world in worlds:
-            for key in ("interface_exports", "interfaces"):
-                iface = _as_dict(_as_dict(world.get(key)).get(interface))
-                yield _as_dict(iface.get("funcs")).get(fn)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -12,6 +12,7 @@ Type language (`Ty`):
     ("record", name, [(field, T), ...])   ("variant", name, [(case, T | None), ...])
     ("enum", name, [case, ...])           ("flags", name, [flag, ...])
     ("own", resource-name)                ("borrow", resource-name)
+    ("future", T | None)                  ("stream", T | None)
 A function is `(name, [(param, T), ...], T | None)`.
 
 For other tests (e.g. the CLI's attach tests): `write_component(path, kind)` writes one of
@@ -22,6 +23,10 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
+import tempfile
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,7 +101,7 @@ def flatten(ty: Ty) -> list[str]:
         return _flatten_cases([None, ty[1]])
     if kind == "result":
         return _flatten_cases([ty[1], ty[2]])
-    if kind in ("own", "borrow"):
+    if kind in ("own", "borrow", "future", "stream"):
         return ["i32"]
     raise ValueError(f"unknown fixture type {ty!r}")
 
@@ -151,6 +156,8 @@ class _ComponentText:
             return f"(result{ok}{err})"
         if kind in ("own", "borrow"):
             return f"({kind} {self._resource(ty[1])})"
+        if kind in ("future", "stream"):
+            return f"({kind})" if ty[1] is None else f"({kind} {self.ref(ty[1])})"
         if kind == "record":
             body = " ".join(f"(field {_quote(n)} {self.ref(t)})" for n, t in ty[2])
             return self._named(ty[1], f"(record {body})")
@@ -410,16 +417,30 @@ def _leb128(value: int) -> bytes:
             return bytes(out)
 
 
+# Where Wassette 0.8.0 reads docs: `worlds.<world>.func_exports.<function>.docs`, looked up by the
+# bare function name (so `generate`, inside `foo:foo/foo`, is documented too). The other entries
+# are wit-component's too (plain-string docs, interface docs) but Wassette does not read them:
+# `sub` keeps the auto-generated description. Texts are used as written (non-ASCII and control
+# characters included: they check that the metadata is printed as Wassette prints it).
 DOCS: dict[str, Any] = {
-    "worlds": {"calc": {"funcs": {"add": "Add two numbers.\n"}}},
-    "interfaces": {"foo": {"funcs": {"generate": {"docs": "Generate text from a prompt."}}}},
+    "worlds": {
+        "calc": {
+            "func_exports": {
+                "add": {"docs": "Add two numbers.", "stability": "unknown"},
+                "generate": {"docs": 'Génère du texte – «prompt» → texte\t\u0001 \\ / "q" 😀'},
+            },
+            "funcs": {"sub": "Subtract (plain-string docs: not read by Wassette)."},
+        }
+    },
+    "interfaces": {"foo": {"funcs": {"generate": {"docs": "Interface docs: not read."}}}},
 }
 
 
 @functools.cache
 def documented_component() -> bytes:
     """Top-level `add(a: s32, b: s32) -> s32` and `sub(...)`, interface `foo:foo/foo` with
-    `generate`, and a `package-docs` section documenting `add` and `generate` (not `sub`)."""
+    `generate`, and a `package-docs` section (DOCS) documenting `add` and `generate` where
+    Wassette reads docs, `sub` only where it does not."""
     binary = build_component(
         [
             ("add", [("a", "s32"), ("b", "s32")], "s32"),
@@ -427,7 +448,80 @@ def documented_component() -> bytes:
         ],
         interfaces={"foo:foo/foo": [("generate", [("prompt", "string")], "string")]},
     )
-    return with_package_docs(binary, DOCS)
+    return with_package_docs(binary, DOCS, version=1)
+
+
+# Instances inside an exported instance: Wassette names a function after the innermost instance
+# only (`inner_go`, interface_name `inner`), so the top-level instance `inner` yields the same
+# tool name `inner_go` a second time - Wassette keeps both.
+NESTED_WAT = """
+(component
+  (core module $m (func (export "f") unreachable))
+  (core instance $core (instantiate $m))
+  (func $f (canon lift (core func $core "f")))
+  (instance $inner (export "go" (func $f)))
+  (instance $outer (export "inner" (instance $inner)) (export "top" (func $f)))
+  (export "x:y/outer@2.0.0" (instance $outer))
+  (export "inner" (instance $inner))
+)
+"""
+
+
+@functools.cache
+def nested_component() -> bytes:
+    """`x:y/outer@2.0.0` holding instance `inner` (`go`) and `top`, plus `inner` at top level."""
+    return bytes(wasmtime.wat2wasm(NESTED_WAT))
+
+
+# Resource handles: two imported WASI resources (indices 0, 1 in wasmtime's resource index
+# space: imports first) and two defined ones, `a` (2) and `b` (3). Wassette's linker provides the
+# two WASI interfaces, so it loads this component.
+RESOURCES_WAT = """
+(component
+  (import "wasi:io/error@0.2.0" (instance $err (export "error" (type (sub resource)))))
+  (import "wasi:io/poll@0.2.0" (instance $poll (export "pollable" (type (sub resource)))))
+  (alias export $poll "pollable" (type $pollable))
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) unreachable)
+    (func (export "make-b") (result i32) unreachable)
+    (func (export "use-both") (param i32 i32) (result i32) unreachable)
+    (func (export "poll") (param i32) (result i32) unreachable)
+  )
+  (core instance $core (instantiate $m))
+  (type $a-def (resource (rep i32)))
+  (type $b-def (resource (rep i32)))
+  (export $a "a" (type $a-def))
+  (export $b "b" (type $b-def))
+  (export $p "pollable" (type $pollable))
+  (func $make-b (result (own $b)) (canon lift (core func $core "make-b")))
+  (func $use-both (param "x" (borrow $a)) (param "y" (own $b)) (result (option (own $a)))
+    (canon lift (core func $core "use-both") (memory (core memory $core "memory"))))
+  (func $poll (param "p" (borrow $p)) (result (list (own $b)))
+    (canon lift (core func $core "poll") (memory (core memory $core "memory"))
+      (realloc (core func $core "cabi_realloc"))))
+  (export "make-b" (func $make-b))
+  (export "use-both" (func $use-both))
+  (export "poll" (func $poll))
+)
+"""
+
+
+@functools.cache
+def resources_component() -> bytes:
+    """Functions taking and returning handles of imported and defined resources."""
+    return bytes(wasmtime.wat2wasm(RESOURCES_WAT))
+
+
+@functools.cache
+def async_types_component() -> bytes:
+    """`future` and `stream` values in params and results."""
+    return build_component(
+        [
+            ("futures", [("f", ("future", "u32")), ("g", ("future", None))], ("future", "string")),
+            ("streams", [("s", ("stream", "u8"))], ("stream", ("list", "string"))),
+        ]
+    )
 
 
 def core_module_bytes() -> bytes:
@@ -447,11 +541,83 @@ KINDS: dict[str, Callable[[], bytes]] = {
     "versioned-interface": versioned_interface_component,
     "weather": weather_component,
     "all-types": all_types_component,
+    "all-types-interface": all_types_interface_component,
     "documented": documented_component,
     "mixed": mixed_component,
+    "nested": nested_component,
+    "resources": resources_component,
+    "async-types": async_types_component,
     "core-module": core_module_bytes,
     "invalid": invalid_component_bytes,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# a component built by a real toolchain (componentize-py), once per test session
+
+CALC_WIT = """\
+package demo:calc;
+
+world calc {
+  export add: func(a: s32, b: s32) -> s32;
+}
+"""
+
+CALC_APP = """\
+try:  # componentize-py >= 0.17 names the bindings module `wit_world`
+    import wit_world
+
+    Base = wit_world.WitWorld
+except ImportError:  # older releases name it after the world
+    import calc
+
+    Base = calc.Calc
+
+
+class WitWorld(Base):
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+Calc = WitWorld
+"""
+
+# Runs componentize-py from *this* interpreter, so a missing install fails the test (no skip).
+COMPONENTIZE = "; ".join(
+    [
+        "import sys",
+        "from componentize_py import script",
+        "sys.argv[0] = 'componentize-py'",
+        "sys.exit(script())",
+    ]
+)
+COMPONENTIZE_ARGS = ["-d", "wit", "-w", "calc", "componentize", "app", "-o", "calc.wasm"]
+
+
+@functools.cache
+def componentize_py_component() -> bytes:
+    """`calc.wasm` (world `calc`: `add(a: s32, b: s32) -> s32`) built by componentize-py, about
+    18 MB; built once per process (a few seconds), so every test of a session shares it."""
+    with tempfile.TemporaryDirectory(prefix="componentize-") as tmp:
+        work = Path(tmp)
+        (work / "wit").mkdir()
+        (work / "wit" / "calc.wit").write_text(CALC_WIT)
+        (work / "app.py").write_text(textwrap.dedent(CALC_APP))
+        done = subprocess.run(
+            [sys.executable, "-c", COMPONENTIZE, *COMPONENTIZE_ARGS],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"componentize-py failed:\n{done.stdout}\n{done.stderr}")
+        return (work / "calc.wasm").read_bytes()
+
+
+# The kinds that are components (the others are refused by both this store and Wassette).
+COMPONENT_KINDS = [kind for kind in KINDS if kind not in ("core-module", "invalid")]
 
 
 def write_component(path: str | Path, kind: str = "simple") -> bytes:
