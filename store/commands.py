@@ -150,7 +150,11 @@ def introspect_cached(store: Store, data: bytes, digest: str, label: str) -> Any
     """Introspection is pure in the bytes: cache it on disk by sha256 across processes."""
     from wassette_state.store import wasm
 
-    cache = store.settings.data_dir / "cache" / "tools" / f"{digest}.json"
+    # Keyed by the derivation's version too: a store made by an older derivation must not
+    # keep serving tools the way Wassette no longer derives them.
+    cache = (
+        store.settings.data_dir / "cache" / f"tools-v{wasm.DERIVATION_VERSION}" / f"{digest}.json"
+    )
     raw = fsutil.read_if_file(cache)
     if raw is not None:
         try:

@@ -70,8 +70,12 @@ def metadata_bytes(c: Component) -> bytes:
     return render(c.metadata.doc)
 
 
-def policy_meta_bytes(c: Component) -> bytes | None:
+def policy_meta_bytes(c: Component, policy_file: Path | None = None) -> bytes | None:
+    """`<id>.policy.meta.json`; none for a policy whose source is its own file in the component
+    dir (one a grant created), as Wassette writes none for it (DESIGN §7)."""
     if c.policy is None:
+        return None
+    if policy_file is not None and c.policy.source_uri == policy_file.as_uri():
         return None
     meta = {"attached_at": c.policy.attached_at, "source_uri": c.policy.source_uri}
     return (json.dumps(meta, indent=2) + "\n").encode()
@@ -119,7 +123,7 @@ def materialize(
             _sync(meta, metadata_bytes(comp), report, absent(meta))
         for suffix, data in (
             (".policy.yaml", comp.policy.policy_content.encode() if comp.policy else None),
-            (".policy.meta.json", policy_meta_bytes(comp)),
+            (".policy.meta.json", policy_meta_bytes(comp, files[".policy.yaml"])),
         ):
             path = files[suffix]
             if data is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,19 @@ def valid_beside(meta: Path, wasm: Path, sha256: str) -> dict[str, Any] | None:
 
 
 def same_tools(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(f) == b.get(f) for f in TOOL_FIELDS)
+    """Equal tools, up to the one thing Wassette writes differently on every run: the memory
+    address in a resource handle's description (`component: <N>`, see store.wasm)."""
+    if all(a.get(f) == b.get(f) for f in TOOL_FIELDS):
+        return True
+    return _without_addresses(a) == _without_addresses(b)
+
+
+_ADDRESS = re.compile(r"Uninstantiated \{ component: \d+,")
+
+
+def _without_addresses(doc: dict[str, Any]) -> str:
+    text = json.dumps([doc.get(f) for f in TOOL_FIELDS], ensure_ascii=False)
+    return _ADDRESS.sub("Uninstantiated { component: 0,", text)
 
 
 def tools_of(doc: dict[str, Any]) -> Any:

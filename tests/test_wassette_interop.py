@@ -11,6 +11,7 @@ import json
 import shutil
 from typing import Any
 
+import pytest
 import wasmtime
 
 from tests import wasm_fixtures as fx
@@ -99,9 +100,7 @@ def test_import_of_other_bytes_removes_the_precompiled_code(
     assert answer(wassette, "fresh") == 7
 
 
-def test_bytes_replaced_by_hand_are_what_wassette_runs_after_sync(
-    env: Env, wassette: Any
-) -> None:
+def test_bytes_replaced_by_hand_are_what_wassette_runs_after_sync(env: Env, wassette: Any) -> None:
     src = env.root / "app.wasm"
     src.write_bytes(answering_component(answer=41))
     ok(env.run("component", "attach", str(src)))
@@ -124,8 +123,13 @@ def test_ids_wassette_accepts_are_ours_too(env: Env, wassette: Any) -> None:
 # ------------------------------------------------------------------ metadata: adopt, don't fight
 
 
-def test_wassette_metadata_is_never_rewritten_just_to_change_bytes(env: Env, wassette: Any) -> None:
-    fx.write_component(env.root / "fetch.wasm", "weather")
+@pytest.mark.parametrize("kind", ["weather", "resources"])
+def test_wassette_metadata_is_never_rewritten_just_to_change_bytes(
+    env: Env, wassette: Any, kind: str
+) -> None:
+    # `resources`: Wassette writes a memory address into resource descriptions, different on
+    # every run; that difference is no reason to rewrite its file either.
+    fx.write_component(env.root / "fetch.wasm", kind)
     ok(env.run("component", "attach", str(env.root / "fetch.wasm")))
     wassette.run("policy", "get", "fetch")  # Wassette loads the component, rewrites its metadata
     meta = env.component_dir / "fetch.metadata.json"
@@ -291,6 +295,23 @@ def test_a_wassette_grant_on_our_policy_changes_only_the_grant(env: Env, wassett
     res = json.loads(ok(env.run("state", "sync", "-o", "json")).out)
     [event] = res["events"]
     assert event["type"] == "policy.changed"
+
+
+def test_a_grant_that_creates_a_policy_leaves_the_files_wassettes_leaves(
+    env_factory: Any, wassette: Any
+) -> None:
+    ours: Env = env_factory("ours")
+    for site in (wassette.env, ours):
+        fx.write_component(site.root / "c.wasm", "simple")
+        ok(site.run("component", "attach", str(site.root / "c.wasm")))
+    wassette.ok("permission", "grant", "network", "c", "api.example.com")
+    ok(ours.run("permission", "grant", "network", "c", "api.example.com"))
+
+    def policy_files(site: Env) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in site.component_dir.glob("c.policy*")}
+
+    assert policy_files(ours) == policy_files(wassette.env)  # no meta file from either
+    assert list(policy_files(ours)) == ["c.policy.yaml"]
 
 
 def test_reset_through_wassette_and_through_us_end_the_same(
