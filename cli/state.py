@@ -241,17 +241,50 @@ def snapshot_doc(
 @click.option("--at", "at", metavar="WHEN", help="Export the state as it was then.")
 @click.option("--component-dir", "component_dir", help="Component dir to write in the file.")
 @click.option("--secrets-dir", "secrets_dir", help="Secrets dir to write in the file.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(("state", "manifest")),
+    default="state",
+    show_default=True,
+    help="state: the snapshot; manifest: a provisioning manifest for 'wassette serve --manifest'.",
+)
+@click.option(
+    "--wasm-dir",
+    "wasm_dir",
+    metavar="DIR",
+    help="(manifest) Write each component's wasm here as <id>.wasm and point the manifest at it.",
+)
+@output_option
 @pass_app
 def export_cmd(
-    app: App, target: str, at: str | None, component_dir: str | None, secrets_dir: str | None
+    app: App,
+    target: str,
+    at: str | None,
+    component_dir: str | None,
+    secrets_dir: str | None,
+    format_: str,
+    wasm_dir: str | None,
 ) -> None:
     """Write a Wassette-compatible snapshot (YAML for .yaml/.yml, else JSON; - for stdout).
+
+    With --format manifest: a provisioning manifest that a stock 'wassette serve --manifest
+    FILE' provisions into the same components, tools and permissions; what a manifest cannot
+    carry (secrets, environment, other policy parts) is listed as warnings (-o json: a summary).
 
     \b
     Examples:
       wassette-state state export state.yaml
       wassette-state state export backup.json --at 2026-11-25T10:00:00Z
+      wassette-state state export deploy.yaml --format manifest --at tag:release
     """
+    if format_ == "manifest":
+        from wassette_state.cli.manifest import export
+
+        export(app, target, at, wasm_dir, component_dir, secrets_dir)
+        return
+    if wasm_dir is not None:
+        raise click.UsageError("--wasm-dir goes with --format manifest")
     from wassette_state.store.exporter import render_state_json, render_state_yaml, write_output
     from wassette_state.store.snapshot import format_for
 
@@ -309,6 +342,10 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
             for cid, keys in needed.items()
         ],
     }
+    if s.get("ignored") is not None:  # a provisioning manifest: what it says that is not kept
+        from wassette_state.cli.manifest import warn_not_imported
+
+        data["not_imported"] = warn_not_imported(s)
     lines = []
     head = "plan (dry run, nothing written)" if dry_run else "import"
     if not s["plan"]:

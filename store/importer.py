@@ -48,6 +48,9 @@ class PreparedFile:
     reports: list[dict[str, str]] = field(default_factory=list)
     # wasm bytes to keep in the blob store, written only once the whole file is accepted
     blobs: dict[str, bytes] = field(default_factory=dict)
+    # a provisioning manifest (store.manifest_import): what it says that is not imported
+    format: str = "state"
+    ignored: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_source(source: str) -> tuple[bytes, str]:
@@ -88,6 +91,10 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
     from wassette_state.store.snapshot import parse_snapshot
 
     data, fmt = read_source(source)
+    from wassette_state.store import manifest, manifest_import
+
+    if manifest.looks_like_manifest(data):
+        return manifest_import.prepare(store, data, strict=strict)  # type: ignore[return-value]
 
     def policy_check(content: str, where: str) -> None:
         parse_policy(content)
@@ -286,6 +293,7 @@ def run_import(
         "source_lineage": prepared.lineage,
         "source_serial": prepared.serial,
         "prune": prune,
+        **({"format": prepared.format} if prepared.format != "state" else {}),
     }
 
     def decide(state: State) -> Decision:
@@ -297,6 +305,7 @@ def run_import(
                 "plan": plan,
                 "skipped": prepared.skipped,
                 "reports": prepared.reports,
+                "ignored": prepared.ignored,
                 "dry_run": dry_run,
             },
         )
