@@ -98,14 +98,18 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
         raise StoreError(f"database error: {_first_line(e.orig)}") from e
 
 
-def _is_busy(e: sa_exc.DBAPIError) -> bool:
+def is_busy(e: sa_exc.DBAPIError) -> bool:
     return isinstance(e.orig, sqlite3.OperationalError) and (
         "locked" in str(e.orig) or "busy" in str(e.orig)
     )
 
 
-def _first_line(err: object) -> str:
+def first_line(err: object) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+_is_busy = is_busy
+_first_line = first_line
 
 
 @contextlib.contextmanager

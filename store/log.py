@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Select, and_, func, insert, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, insert, select, update
 
 from wassette_state.store import db
 from wassette_state.store.errors import ConflictError, ValidationError
@@ -21,6 +20,10 @@ if TYPE_CHECKING:  # the event models (pydantic) load only when a command writes
 
 GENESIS_HASH = "0" * 64
 TX_KINDS = ("change", "import", "rollback", "sync")
+# A clock reading at most this far behind the last transaction is a small correction (NTP):
+# the transaction is pinned just after the last one, so times stay in order. Further behind,
+# one of the two readings is wrong, and a glitch must not pin every later transaction to it.
+CLOCK_STEP_TOLERANCE_US = 60 * 1_000_000
 
 
 # Built once: json.dumps with options constructs a new encoder on every call.
@@ -207,8 +210,11 @@ def append(
                 f"to {current[stream]} while this command was deciding; try again"
             )
     last_seq, prev_hash, last_tx, last_at, v2_from = _head(conn)
-    now = time.time_ns() // 1000 if now_us is None else now_us
-    recorded_at = max(now, last_at + 1)  # strictly increasing even if the clock steps back
+    if now_us is None:
+        from wassette_state.store.when import now_us as clock
+
+        now_us = clock()
+    recorded_at = _recorded_at(conn, now_us, last_at)
     tx_id = last_tx + 1
     conn.execute(
         insert(transactions).values(
@@ -283,6 +289,35 @@ def append(
             .values(head_seq=seq, head_hash=prev_hash)
         )
     return Appended(tx_id=tx_id, recorded_at=recorded_at, events=stored, metadata=metadata)
+
+
+def _recorded_at(conn: Connection, now: int, last_at: int) -> int:
+    """The transaction's time: the clock's reading, with two exceptions.
+
+    - A reading up to `CLOCK_STEP_TOLERANCE_US` behind the last transaction is pinned just
+      after it (times stay in order through small clock corrections).
+    - A reading further behind means one of the two readings was wrong. If the log holds a
+      transaction recorded at or before the reading, the present clock agrees with earlier
+      history and the transactions since were stamped ahead of time (a clock that ran years
+      ahead for a while, then was fixed): the reading is kept, so one glitch does not pin every
+      later transaction to its future instant. If no transaction is that old, the clock is
+      before the whole log (a reset RTC): it is the wrong one, and the time is pinned.
+
+    Times are unique (one instant per transaction); `seq_at_time` says how a point in time is
+    resolved when they are not in log order.
+    """
+    if now <= last_at and (
+        last_at - now <= CLOCK_STEP_TOLERANCE_US
+        or conn.execute(
+            select(transactions.c.id).where(transactions.c.recorded_at <= now).limit(1)
+        ).first()
+        is None
+    ):
+        now = last_at + 1
+    taken = select(transactions.c.id).where(transactions.c.recorded_at == bindparam("at"))
+    while conn.execute(taken, {"at": now}).first() is not None:  # only after a step back
+        now += 1
+    return now
 
 
 _EVENT_COLUMNS = (
@@ -407,12 +442,17 @@ def _row(r: Any) -> StoredEvent:
 
 
 def seq_at_time(conn: Connection, recorded_at_us: int) -> int:
-    """Last seq committed at or before the time (0 = before the first event)."""
+    """The state as of a time: after the last transaction (in log order) recorded at or before
+    it, and so after everything logged before that one (0 = before the first event).
+
+    Times are in log order except across a clock glitch (`_recorded_at`); there a transaction
+    stamped ahead of its time counts from the first later transaction recorded by a correct
+    clock, so a glitch never moves the meaning of the transactions after it. The query walks
+    the transactions back from the newest until one is old enough (the primary key serves it):
+    a recent point in time, the usual question, costs a few rows.
+    """
     tx_id = conn.execute(
-        select(transactions.c.id)
-        .where(transactions.c.recorded_at <= recorded_at_us)
-        .order_by(transactions.c.recorded_at.desc())
-        .limit(1)
+        select(func.max(transactions.c.id)).where(transactions.c.recorded_at <= recorded_at_us)
     ).scalar()
     if tx_id is None:
         return 0

@@ -309,13 +309,11 @@ def open_store(settings: Settings) -> Store:
 
 def resolve_point(conn: Connection, text: str) -> int:
     """A WHEN string → the seq whose state it names (0 = before the first event)."""
-    import time
-
     from wassette_state.store.errors import NotFound
     from wassette_state.store.schema import tags
-    from wassette_state.store.when import parse_when
+    from wassette_state.store.when import now_us, parse_when
 
-    point = parse_when(text, time.time_ns() // 1000)
+    point = parse_when(text, now_us())
     last_seq = log.head(conn)[0]
     if point.kind == "time":
         assert isinstance(point.value, int)

@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy import exc as sa_exc
 
-from wassette_state.store import log, readmodel
+from wassette_state.store import db, log, readmodel
 from wassette_state.store.schema import contents, entities, events, transactions
 
 
@@ -24,22 +25,60 @@ class Report:
         return not self.problems
 
 
-def verify(conn: Connection) -> Report:
+def verify(conn: Connection, materialized_seq: object = None) -> Report:
+    """Check everything in one read snapshot; `materialized_seq` is the seq the files were last
+    written for (the data dir's marker, read BEFORE this snapshot was taken: files are written
+    after their commit, so a marker read first never names a seq that a later snapshot lacks,
+    whatever other processes do meanwhile).
+
+    One damage, one finding: checks stop at the first problem that would make later checks
+    report its consequences (an edited event makes the read models differ too, a damaged page
+    makes every query fail).
+    """
     report = Report()
+    try:
+        _verify(conn, report, materialized_seq)
+    except sa_exc.DatabaseError as e:  # a damaged page met by a query: damage, not a crash
+        if db.is_busy(e):
+            raise
+        report.problems.append(
+            f"the database is damaged ({db.first_line(e.orig)}); restore it from a backup"
+        )
+    return report
+
+
+def _verify(conn: Connection, report: Report, materialized_seq: object) -> None:
     if conn.dialect.name == "sqlite":
         result = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
         if result != ["ok"]:
-            report.problems.append(f"database integrity check failed: {result[0]}")
+            report.problems.append(
+                f"database integrity check failed: {result[0]}; restore it from a backup"
+            )
+            return
     builder = readmodel.RowBuilder()
-    chain_ok = _check_chain(conn, report, builder)
-    _check_transactions(conn, report)
-    if chain_ok:
-        # A log cut short is named as such before its read models look merely stale; a
-        # rewritten chain is named by the read models first (they say where).
+    # A log cut short is named as such before its read models look merely stale; a rewritten
+    # chain is named by the read models first (they say where).
+    _check_chain(conn, report, builder)
+    if report.ok:
+        _check_transactions(conn, report)
+    if report.ok:
         _check_head(conn, report, rewritten=False)
+    if report.ok:
         _check_read_models(conn, builder.result(), report)
+    if report.ok:
         _check_head(conn, report, rewritten=True)
-    return report
+    if not report.ok:
+        return
+    if isinstance(materialized_seq, int):
+        # The head anchor is lost with the events when a whole commit is (a truncated WAL, an
+        # older copy of the database): only the files say more was committed.
+        last_seq = log.head(conn)[0]
+        if materialized_seq > last_seq:
+            report.problems.append(
+                f"seq {last_seq + 1}: missing: the files were materialized at seq "
+                f"{materialized_seq} but the log ends at seq {last_seq} (truncated WAL or an "
+                "older copy of the database)"
+            )
 
 
 def _check_head(conn: Connection, report: Report, rewritten: bool) -> None:
@@ -70,7 +109,7 @@ def _check_head(conn: Connection, report: Report, rewritten: bool) -> None:
         )
 
 
-def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder) -> bool:
+def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder) -> None:
     prev_hash = log.GENESIS_HASH
     expected_seq = 1
     digests = {
@@ -95,7 +134,7 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
                 f"seq {expected_seq}: missing (next event found is seq {se.seq}): "
                 "an event was deleted"
             )
-            return False
+            return
         row = {
             "seq": se.seq,
             "tx_id": se.tx_id,
@@ -116,28 +155,35 @@ def _check_chain(conn: Connection, report: Report, builder: readmodel.RowBuilder
                 f"seq {se.seq}: hash mismatch: the event or its transaction was edited, "
                 "reordered, or an earlier event was removed"
             )
-            return False
+            return
         version = stream_versions.get(se.stream, 0) + 1
         if se.stream_version != version:
             report.problems.append(
                 f"seq {se.seq}: stream {se.stream!r} version {se.stream_version}, "
                 f"expected {version}"
             )
-            return False
+            return
         stream_versions[se.stream] = version
         try:
             builder.feed(se)
         except Exception as e:  # an unreadable event is a verification failure, not a crash
             first = str(e).split("\n")[0]
             report.problems.append(f"seq {se.seq}: event data does not validate: {first}")
-            return False
+            return
         prev_hash = se.hash
         expected_seq += 1
-    return True
+
+
+def _duration(us: int) -> str:
+    seconds = us // 1_000_000
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
 
 
 def _check_transactions(conn: Connection, report: Report) -> None:
-    last_at = -1
+    last_at = lowest_at = -(2**63)
     # Every transaction holds at least one event and ids count up from 1: a transaction left
     # without events (or a missing id) means events were deleted, also at the end of the log.
     last_seqs = {
@@ -164,8 +210,20 @@ def _check_transactions(conn: Connection, report: Report) -> None:
             return
         seq_before = last_seqs[tx_id]
         if recorded_at <= last_at:
-            report.problems.append(f"tx {tx_id}: recorded_at is not after the previous transaction")
-            return
+            # In order, but for a clock that stepped back further than a correction (log.
+            # _recorded_at): then the reading was kept, so one glitch does not move the rest.
+            if last_at - recorded_at <= log.CLOCK_STEP_TOLERANCE_US or recorded_at < lowest_at:
+                report.problems.append(
+                    f"seq {seq_before}: tx {tx_id}: recorded_at is not after the previous "
+                    "transaction"
+                )
+                return
+            report.warnings.append(
+                f"tx {tx_id}: recorded {_duration(last_at - recorded_at)} before tx {tx_id - 1}: "
+                "the clock stepped back (a transaction around it was stamped by a wrong clock; "
+                "times are shown as the clock read them)"
+            )
+        lowest_at = min(lowest_at, recorded_at)
         last_at = recorded_at
 
 
