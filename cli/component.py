@@ -54,14 +54,24 @@ def attach(app: App, source: str, component_id: str | None, policy_file: str | N
 
 @component.command()
 @click.argument("component_id", metavar="ID")
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="Leave its secrets file (Wassette's unload does); by default its values go with it.",
+)
 @output_option
 @component_dir_option
 @pass_app
-def detach(app: App, component_id: str) -> None:
-    """Remove a component from the state and its files (alias: unload)."""
+def detach(app: App, component_id: str, keep_secret_values: bool) -> None:
+    """Remove a component from the state, its files and its secret values (alias: unload).
+
+    Unlike Wassette's `component unload`, the secrets file goes too, so a component attached
+    later under the same id inherits no values; --keep-secret-values leaves it.
+    """
     from wassette_state.store.commands import detach as do_detach
 
-    report(app, do_detach(app.store, component_id), f"detached {component_id}")
+    outcome = do_detach(app.store, component_id, keep_secret_values)
+    report(app, outcome, f"detached {component_id}")
 
 
 @component.command("list")

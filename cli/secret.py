@@ -10,8 +10,58 @@ from wassette_state.cli.common import report
 from wassette_state.cli.main import App, component_dir_option, output_option, pass_app
 from wassette_state.cli.output import emit, table
 
+NOT_SHOWN = "(argument not shown)"
 
-@click.group(short_help="Secret values of a component (never in the log).")
+
+class NoEchoGroup(click.Group):
+    """Refusals of these commands never repeat an argument: any of them may be a value
+    (`secret set KEY=VALUE` with the id forgotten, a value after `-o`, a stray `KEY=VALUE`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["no_echo_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            message = redact(e.message, ctx.meta.get("no_echo_args", []), self._known(ctx))
+            raise click.UsageError(message, e.ctx) from None
+
+    def _known(self, ctx: click.Context) -> set[str]:
+        """Words that are no value: the subcommands and every option name they declare."""
+        known = set(self.commands) | {"--help"}
+        for command in [self, *self.commands.values()]:
+            for param in command.get_params(ctx):
+                known.update(getattr(param, "opts", ()), getattr(param, "secondary_opts", ()))
+        return known
+
+
+def redact(message: str, args: list[str], known: set[str]) -> str:
+    """The message without any of the arguments (or the value part of `--opt=value`)."""
+    import re
+
+    candidates = set()
+    for arg in args:
+        if arg in known:
+            continue
+        candidates.add(arg)
+        name, sep, value = arg.partition("=")
+        if sep and name in known:
+            candidates.add(value)
+    candidates.discard("")
+    message = re.sub(
+        r"(unexpected extra arguments?) \(.*\)", rf"\1 {NOT_SHOWN}", message, flags=re.S
+    )
+    for candidate in sorted(candidates, key=len, reverse=True):
+        for quoted in (f"'{candidate}'", f'"{candidate}"', repr(candidate)):
+            message = message.replace(quoted, NOT_SHOWN)
+    if any(len(c) >= 3 and c in message for c in candidates):
+        return f"invalid arguments {NOT_SHOWN}; see --help"
+    return message
+
+
+@click.group(cls=NoEchoGroup, short_help="Secret values of a component (never in the log).")
 def secret() -> None:
     """Secret values for a component (stored only in the secrets dir, never in the log)."""
 
@@ -111,7 +161,7 @@ def secret_delete(app: App, component_id: str, keys: tuple[str, ...]) -> None:
     report(app, do(app.store, component_id, list(keys)), f"deleted {', '.join(keys)}")
 
 
-@click.group()
+@click.group(cls=NoEchoGroup)
 def env() -> None:
     """Configuration environment variables of the instance."""
 

@@ -301,9 +301,16 @@ def export_cmd(
 @click.option("--prune", is_flag=True, help="Also remove what the file does not have.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--strict", is_flag=True, help="Fail if a component's wasm cannot be found.")
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="Leave the values of secret keys it removes in the secrets files.",
+)
 @output_option
 @pass_app
-def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) -> None:
+def import_cmd(
+    app: App, source: str, prune: bool, dry_run: bool, strict: bool, keep_secret_values: bool
+) -> None:
     """Make the state match a snapshot (merge by default), as one audited transaction.
 
     \b
@@ -311,10 +318,17 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
       wassette-state state import handoff.yaml
       wassette-state state import backup.json --prune --dry-run
     """
-    from wassette_state.store.commands import secret_set_command, secrets_needed
+    from wassette_state.store.commands import secrets_needed
     from wassette_state.store.importer import run_import
 
-    outcome = run_import(app.store, source, prune=prune, dry_run=dry_run, strict=strict)
+    outcome = run_import(
+        app.store,
+        source,
+        prune=prune,
+        dry_run=dry_run,
+        strict=strict,
+        keep_secret_values=keep_secret_values,
+    )
     s = outcome.summary
     ids = sorted({e.component_id for e in outcome.events if e.component_id})
     ids = ids or [c for c in outcome.state.components]
@@ -327,14 +341,7 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
         "plan": s["plan"],
         "skipped": s["skipped"],
         "reports": s["reports"],
-        "secrets_needed": [
-            {
-                "component_id": cid,
-                "keys": keys,
-                "command": secret_set_command(cid, keys, app.command_prefix),
-            }
-            for cid, keys in needed.items()
-        ],
+        "secrets_needed": _needed_json(app, needed),
     }
     if s.get("ignored") is not None:  # a provisioning manifest: what it says that is not kept
         from wassette_state.cli.manifest import warn_not_imported
@@ -355,9 +362,7 @@ def import_cmd(app: App, source: str, prune: bool, dry_run: bool, strict: bool) 
         click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
     if needed:
         lines.append("secret values needed (the state file carries key names only):")
-        lines.extend(
-            f"  {secret_set_command(cid, keys, app.command_prefix)}" for cid, keys in needed.items()
-        )
+        lines.extend(_needed_lines(app, needed))
     emit(data, app.output, "\n".join(lines))
 
 
@@ -411,8 +416,30 @@ def _confirm_on_tty(app: App, yes: bool) -> object:
     return ask
 
 
+def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Secret values to supply: the command reads them on stdin (`stdin` is what to type,
+    with each `…` replaced by the value), never from its command line."""
+    from wassette_state.store.commands import secret_set_command, secret_set_input
+
+    return [
+        {
+            "component_id": cid,
+            "keys": keys,
+            "command": secret_set_command(cid, keys, app.command_prefix),
+            "stdin": secret_set_input(keys),
+        }
+        for cid, keys in needed.items()
+    ]
+
+
+def _needed_lines(app: App, needed: dict[str, list[str]]) -> list[str]:
+    from wassette_state.store.commands import secret_set_hint
+
+    return [f"  {secret_set_hint(cid, keys, app.command_prefix)}" for cid, keys in needed.items()]
+
+
 def _rollback_report(app: App, outcome: Any, label: str) -> None:
-    from wassette_state.store.commands import secret_set_command, secrets_needed
+    from wassette_state.store.commands import secrets_needed
 
     s = outcome.summary
     ids = sorted({e.component_id for e in outcome.events if e.component_id})
@@ -425,10 +452,7 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
         "dry_run": s["dry_run"],
         "plan": s["plan"],
         "skipped": s.get("skipped", []),
-        "secrets_needed": [
-            {"component_id": c, "keys": k, "command": secret_set_command(c, k, app.command_prefix)}
-            for c, k in needed.items()
-        ],
+        "secrets_needed": _needed_json(app, needed),
     }
     lines = []
     if not s["plan"] and s.get("skipped"):
@@ -447,7 +471,7 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
         click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
     if needed:
         lines.append("secret values needed (values are never in the log):")
-        lines.extend(f"  {secret_set_command(c, k, app.command_prefix)}" for c, k in needed.items())
+        lines.extend(_needed_lines(app, needed))
     emit(data, app.output, "\n".join(lines))
 
 
@@ -456,9 +480,16 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="Leave the values of secret keys it removes in the secrets files.",
+)
 @output_option
 @pass_app
-def rollback(app: App, to: str, dry_run: bool, yes: bool, reason: str | None) -> None:
+def rollback(
+    app: App, to: str, dry_run: bool, yes: bool, reason: str | None, keep_secret_values: bool
+) -> None:
     """Make the state equal to what it was at WHEN, as one new audited transaction.
 
     \b
@@ -468,7 +499,14 @@ def rollback(app: App, to: str, dry_run: bool, yes: bool, reason: str | None) ->
     """
     from wassette_state.store.history import rollback as do
 
-    outcome = do(app.store, to, dry_run=dry_run, reason=reason, confirm=_confirm_on_tty(app, yes))
+    outcome = do(
+        app.store,
+        to,
+        dry_run=dry_run,
+        reason=reason,
+        confirm=_confirm_on_tty(app, yes),
+        keep_secret_values=keep_secret_values,
+    )
     _rollback_report(app, outcome, "rollback")
 
 
@@ -476,13 +514,24 @@ def rollback(app: App, to: str, dry_run: bool, yes: bool, reason: str | None) ->
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="Leave the values of secret keys it removes in the secrets files.",
+)
 @output_option
 @pass_app
-def undo(app: App, dry_run: bool, yes: bool, reason: str | None) -> None:
+def undo(app: App, dry_run: bool, yes: bool, reason: str | None, keep_secret_values: bool) -> None:
     """Roll back the most recent transaction."""
     from wassette_state.store.history import undo as do
 
-    outcome = do(app.store, dry_run=dry_run, reason=reason, confirm=_confirm_on_tty(app, yes))
+    outcome = do(
+        app.store,
+        dry_run=dry_run,
+        reason=reason,
+        confirm=_confirm_on_tty(app, yes),
+        keep_secret_values=keep_secret_values,
+    )
     _rollback_report(app, outcome, "undo")
 
 

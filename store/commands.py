@@ -305,14 +305,24 @@ def attach(
     return outcome
 
 
-def detach(store: Store, component_id: str) -> Outcome:
+def detach(store: Store, component_id: str, keep_secret_values: bool = False) -> Outcome:
+    """The component leaves the state with its files and, unless `keep_secret_values`, its
+    secrets file: a component attached later under this id inherits no values."""
+    from wassette_state.store import staging
+
     check_id(component_id)
 
     def decide(state: State) -> Decision:
         _require(state, component_id)
         return Decision([ev.ComponentDetached(component_id=component_id)])
 
-    return store.execute(f"component detach {component_id}", decide, scope={component_id})
+    return store.execute(
+        f"component detach {component_id}"
+        + (" --keep-secret-values" if keep_secret_values else ""),
+        decide,
+        scope={component_id},
+        stage=staging.SecretsChange(store, staging.leaving_values(store, keep_secret_values)),
+    )
 
 
 # ------------------------------------------------------------------ policies
@@ -419,16 +429,28 @@ def permission(
 # ------------------------------------------------------------------ secrets
 
 
-def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outcome:
-    """Values to the secrets file first (they exist nowhere else), then the key names as events.
+def refuse_assignment_as_id(component_id: str) -> None:
+    """`secret set KEY=VALUE …` with the id forgotten: say so without repeating the argument,
+    which holds a value."""
+    if "=" in component_id:
+        raise ValidationError(
+            "the first argument must be the component id, not a KEY=VALUE assignment "
+            "(arguments are not shown: they may hold secret values)"
+        )
 
-    If the command fails after the file was written, the previous file is put back.
-    """
+
+def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outcome:
+    """Values to the secrets file, key names to the log, as one two-phase change: the new file
+    is staged before the commit and put in place after it (store.staging)."""
+    from wassette_state.store import staging
+
+    refuse_assignment_as_id(component_id)
     check_id(component_id)
     store.component(component_id)
     store.check_dirs()
     store.repair_files()
     secrets_dir = store.settings.secrets_dir
+    staging.refuse_link(secrets_dir, component_id)
     keys = sorted(values)
 
     def decide(state: State) -> Decision:
@@ -438,78 +460,69 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
             summary={"component_id": component_id, "keys": keys},
         )
 
-    # Read-merge-write under a lock: two `secret set` at once must not lose a value.
-    with _secrets_lock(store):
-        before = secret_files.snapshot_file(secrets_dir, component_id)
-        merged = {**secret_files.read_values(secrets_dir, component_id), **values}
-        secret_files.write_values(secrets_dir, component_id, merged)
-        try:
-            return store.execute(
-                f"secret set {component_id} {' '.join(keys)}",
-                decide,
-                retry=True,
-                scope={component_id},
-            )
-        except BaseException:
-            secret_files.restore_file(secrets_dir, component_id, before)
-            raise
+    def plan(base: State, events: list[ev.Event]) -> staging.Plan:
+        # Read under the secrets lock: two `secret set` at once must not lose a value.
+        return {component_id: {**secret_files.read_values(secrets_dir, component_id), **values}}
 
-
-def _secrets_lock(store: Store) -> Any:
-    fsutil.ensure_dir(store.settings.data_dir)
-    return _SecretsLock(store)
-
-
-class _SecretsLock:
-    """The secrets lock; on entry, temp files of a writer killed mid-write are removed (they
-    hold secret values)."""
-
-    def __init__(self, store: Store) -> None:
-        from wassette_state.store import db
-
-        self.store = store
-        self.lock = db.file_lock(store.settings.data_dir / "secrets")
-
-    def __enter__(self) -> None:
-        self.lock.__enter__()
-        fsutil.remove_stale_temps(self.store.settings.secrets_dir)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.lock.__exit__(*exc)
+    return store.execute(
+        f"secret set {component_id} {' '.join(keys)}",
+        decide,
+        retry=True,
+        scope={component_id},
+        stage=staging.SecretsChange(store, plan),
+    )
 
 
 def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
+    from wassette_state.store import staging
+
+    refuse_assignment_as_id(component_id)
     check_id(component_id)
     if not keys:
         raise ValidationError("no keys given")
     for i, k in enumerate(keys, 1):
+        if "=" in k:  # KEY=VALUE where a key name belongs: never repeated
+            raise ValidationError(f"key {i}: a key name, not KEY=VALUE (argument not shown)")
         check_env_key(k, f"key {i}")
+    store.check_dirs()
+    store.repair_files()
     secrets_dir = store.settings.secrets_dir
     comp = _require(store.state(scope={component_id}), component_id)
     on_disk = secret_files.read_values(secrets_dir, component_id)
     unknown = [k for k in keys if k not in comp.secret_keys and k not in on_disk]
     if unknown:
         raise NotFound(f"component {component_id!r} has no secret {unknown[0]!r}")
+    if set(keys) & set(on_disk):
+        staging.refuse_link(secrets_dir, component_id)
+    gone = set(keys)
 
     def decide(state: State) -> Decision:
         current = _require(state, component_id)
-        declared = sorted(k for k in set(keys) if k in current.secret_keys)
+        declared = sorted(k for k in gone if k in current.secret_keys)
         out: list[ev.Event] = []
         if declared:
             out.append(ev.SecretKeysDeleted(component_id=component_id, keys=declared))
-        return Decision(out, summary={"component_id": component_id, "keys": sorted(set(keys))})
+        return Decision(out, summary={"component_id": component_id, "keys": sorted(gone)})
 
-    with _secrets_lock(store):
+    def plan(base: State, events: list[ev.Event]) -> staging.Plan:
+        values = secret_files.read_values(secrets_dir, component_id)
+        if not gone & set(values):
+            return {}
+        return {component_id: {k: v for k, v in values.items() if k not in gone}}
+
+    with staging.locked(store):
         outcome = store.execute(
             f"secret delete {component_id} {' '.join(keys)}",
             decide,
             retry=True,
             scope={component_id},
+            stage=staging.SecretsChange(store, plan),
         )
-        gone = set(keys)
-        values = secret_files.read_values(secrets_dir, component_id)
-        remaining = {k: v for k, v in values.items() if k not in gone}
-        secret_files.write_values(secrets_dir, component_id, remaining)
+        if outcome.tx_id is None:
+            # Only values the log never declared (added by hand): no transaction to stage for.
+            remaining = plan(outcome.state, [])
+            if remaining:
+                secret_files.write_values(secrets_dir, component_id, remaining[component_id])
     return outcome
 
 
@@ -522,7 +535,11 @@ class SecretEntry:
 
 
 def secret_list(store: Store, component_id: str, show_values: bool = False) -> list[SecretEntry]:
+    from wassette_state.store import staging
+
+    refuse_assignment_as_id(component_id)
     check_id(component_id)
+    staging.recover(store)  # a change an interrupted command committed is read, not the old file
     comp = _require(store.state(scope={component_id}), component_id)
     values = secret_files.read_values(store.settings.secrets_dir, component_id)
     keys = sorted(set(comp.secret_keys) | set(values))
@@ -556,6 +573,8 @@ def env_unset(store: Store, keys: list[str]) -> Outcome:
     if not keys:
         raise ValidationError("no keys given")
     for i, k in enumerate(keys, 1):
+        if "=" in k:  # KEY=VALUE where a name belongs: never repeated
+            raise ValidationError(f"key {i}: a variable name, not KEY=VALUE (argument not shown)")
         check_env_key(k, f"key {i}")
     missing = [k for k in keys if k not in store.state(scope=set()).environment]
     if missing:
@@ -587,5 +606,21 @@ def secrets_needed(
 
 
 def secret_set_command(component_id: str, keys: list[str], prefix: str = "wassette") -> str:
-    """The exact command that supplies the missing values (placeholders, never values)."""
-    return f"{prefix} secret set {component_id} " + " ".join(f"{k}=…" for k in keys)
+    """The exact command that supplies the missing values. They go on its stdin, never on its
+    command line (other local users read that in /proc while it runs); see `secret_set_input`."""
+    import shlex
+
+    return f"{prefix} secret set {shlex.quote(component_id)} --stdin"
+
+
+def secret_set_input(keys: list[str]) -> str:
+    """What `secret_set_command` reads: one `KEY=…` line per key, `…` to replace by the value."""
+    return "".join(f"{k}=…\n" for k in keys)
+
+
+def secret_set_hint(component_id: str, keys: list[str], prefix: str = "wassette") -> str:
+    """One line for humans: the command, and what to type into it."""
+    return (
+        f"{secret_set_command(component_id, keys, prefix)}   "
+        f"# then type {', '.join(f'{k}=…' for k in keys)} (one per line), Ctrl-D"
+    )

@@ -122,3 +122,63 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------ fault injection (tests only)
+
+FAULT_ENV = "WASSETTE_STATE_FAULT"  # STEP:ACTION[:N][,…]  (N-th passage at STEP, default 1)
+FAULT_LOG_ENV = "WASSETTE_STATE_FAULT_LOG"  # a file: every step passed, and the fault fired
+_passed: dict[str, int] = {}
+fired: list[str] = []  # the faults injected in this process
+
+
+def fault(step: str) -> None:
+    """A seam for the fault-injection tests, called before each write, fsync, rename and unlink
+    of a two-phase change (store.staging). Unset (always, outside the tests) it does nothing.
+
+    ACTION: `enospc` / `eacces` raise that OSError; `kill` SIGKILLs this process; `sigint`
+    sends it SIGINT (Ctrl-C). Several faults: comma-separated. `WASSETTE_STATE_FAULT_LOG`
+    names a file that gets one line per step passed (`pass STEP`) and per fault injected
+    (`fire STEP ACTION`).
+    """
+    spec = os.environ.get(FAULT_ENV)
+    trace = os.environ.get(FAULT_LOG_ENV)
+    if not spec and not trace:
+        return
+    count = _passed[step] = _passed.get(step, 0) + 1
+    if trace:
+        _fault_note(trace, f"pass {step}")
+    for fault_spec in (spec or "").split(","):
+        want, _, rest = fault_spec.partition(":")
+        action, _, nth = rest.partition(":")
+        if want == step and count == (int(nth) if nth else 1):
+            _inject(step, action, trace)
+
+
+def _inject(step: str, action: str, trace: str | None) -> None:
+    fired.append(f"{step}:{action}")
+    if trace:
+        _fault_note(trace, f"fire {step} {action}")
+    import errno
+    import signal
+
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "sigint":
+        os.kill(os.getpid(), signal.SIGINT)
+    elif action in ("enospc", "eacces"):
+        code = errno.ENOSPC if action == "enospc" else errno.EACCES
+        raise OSError(code, os.strerror(code))
+    else:
+        raise ValueError(f"{FAULT_ENV}: unknown action {action!r}")
+
+
+def _fault_note(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def reset_faults() -> None:
+    """Forget the passages counted so far (tests that inject faults in their own process)."""
+    _passed.clear()
+    fired.clear()

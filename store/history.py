@@ -32,8 +32,11 @@ def rollback(
     reason: str | None = None,
     confirm: Any = None,
     command: str | None = None,
+    keep_secret_values: bool = False,
 ) -> Outcome:
-    """Make now equal to the state at WHEN by appending one `rollback` transaction."""
+    """Make now equal to the state at WHEN by appending one `rollback` transaction.
+
+    Values of secret keys it removes leave the secrets files, unless `keep_secret_values`."""
     with store.reading() as conn:
         target_seq = resolve_point(conn, when)
         target = readmodel.state_at(conn, target_seq)
@@ -45,11 +48,17 @@ def rollback(
         reason,
         confirm,
         command or f"state rollback --to {when}",
+        keep_secret_values,
     )
 
 
 def undo(
-    store: Store, *, dry_run: bool = False, reason: str | None = None, confirm: Any = None
+    store: Store,
+    *,
+    dry_run: bool = False,
+    reason: str | None = None,
+    confirm: Any = None,
+    keep_secret_values: bool = False,
 ) -> Outcome:
     """Roll back the most recent transaction (which may itself be a rollback)."""
     with store.reading() as conn:
@@ -62,7 +71,14 @@ def undo(
         target_seq = first - 1
         target = readmodel.state_at(conn, target_seq)
     return _rollback_to(
-        store, target_seq, target, dry_run, reason, confirm, f"state undo (tx {last_tx})"
+        store,
+        target_seq,
+        target,
+        dry_run,
+        reason,
+        confirm,
+        f"state undo (tx {last_tx})",
+        keep_secret_values,
     )
 
 
@@ -74,7 +90,10 @@ def _rollback_to(
     reason: str | None,
     confirm: Any,
     command: str,
+    keep_secret_values: bool = False,
 ) -> Outcome:
+    from wassette_state.store import staging
+
     def decide(state: State) -> Decision:
         goal, skipped = _restorable(store, state, target)
         out, plan = reconcile(state, goal, prune=True)
@@ -95,7 +114,13 @@ def _rollback_to(
         return Outcome(None, [], current, preview.summary)
     if confirm is not None and not confirm(preview.summary["plan"]):
         raise ValidationError("rollback cancelled; nothing was changed")
-    return store.execute(command, decide, kind="rollback", reason=reason)
+    return store.execute(
+        command,
+        decide,
+        kind="rollback",
+        reason=reason,
+        stage=staging.SecretsChange(store, staging.leaving_values(store, keep_secret_values)),
+    )
 
 
 def _restorable(store: Store, current: State, target: State) -> tuple[State, list[dict[str, str]]]:

@@ -280,8 +280,18 @@ def plan_events(
 
 
 def run_import(
-    store: Store, source: str, *, prune: bool = False, dry_run: bool = False, strict: bool = False
+    store: Store,
+    source: str,
+    *,
+    prune: bool = False,
+    dry_run: bool = False,
+    strict: bool = False,
+    keep_secret_values: bool = False,
 ) -> Outcome:
+    """Values of secret keys the import removes leave the secrets files (with --prune, whole
+    files of components that leave), unless `keep_secret_values`."""
+    from wassette_state.store import staging
+
     prepared = prepare(store, source, strict=strict)
     if not dry_run:
         for digest, data in prepared.blobs.items():
@@ -318,4 +328,9 @@ def run_import(
         planned, _ = plan_events(state, prepared, prune)
         # The state the import would make, so the summary names the secret values it would need.
         return Outcome(None, [], project(planned, state), decision.summary)
-    return store.execute(f"state import {source}", decide, kind="import")
+    return store.execute(
+        f"state import {source}",
+        decide,
+        kind="import",
+        stage=staging.SecretsChange(store, staging.leaving_values(store, keep_secret_values)),
+    )

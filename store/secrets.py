@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import yaml
@@ -32,9 +34,28 @@ def secrets_file(secrets_dir: Path, component_id: str) -> Path:
     return secrets_dir / file_name(component_id)
 
 
+def read_raw(path: Path) -> bytes | None:
+    """A secrets file's bytes, None when absent. A symbolic link is read through (Kubernetes
+    mounts a Secret's files as links): Wassette reads what it points to, and so do we."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_values(secrets_dir: Path, component_id: str) -> dict[str, str]:
     path = secrets_file(secrets_dir, component_id)
-    raw = fsutil.read_if_file(path)
+    raw = read_raw(path)
     if raw is None:
         return {}
     try:
@@ -56,20 +77,17 @@ def write_values(secrets_dir: Path, component_id: str, values: dict[str, str]) -
     if not values:
         fsutil.remove(path)
         return
+    fsutil.atomic_write(path, render(values), mode=0o600)
+
+
+def render(values: dict[str, str]) -> bytes:
+    """The file's bytes: a flat `KEY: value` map, keys sorted."""
     body = yaml.dump(
         dict(sorted(values.items())), Dumper=_Dumper, allow_unicode=True, default_flow_style=False
     )
-    fsutil.atomic_write(path, body.encode(), mode=0o600)
+    return body.encode()
 
 
 def snapshot_file(secrets_dir: Path, component_id: str) -> bytes | None:
-    """The raw file, to put back byte-identical if the command fails after writing."""
-    return fsutil.read_if_file(secrets_file(secrets_dir, component_id))
-
-
-def restore_file(secrets_dir: Path, component_id: str, raw: bytes | None) -> None:
-    path = secrets_file(secrets_dir, component_id)
-    if raw is None:
-        fsutil.remove(path)
-    else:
-        fsutil.atomic_write(path, raw, mode=0o600)
+    """The raw file (through a link), None when absent."""
+    return read_raw(secrets_file(secrets_dir, component_id))

@@ -122,6 +122,9 @@ class Store:
 
     def repair_files(self) -> files.Report | None:
         """After a crash between commit and file writes, the marker lags: redo everything."""
+        from wassette_state.store import staging
+
+        staging.recover(self)  # secrets files staged by an interrupted command
         marker = self.read_marker()
         if (
             marker is not None
@@ -200,6 +203,7 @@ class Store:
         after: Callable[[State, list[log.StoredEvent]], None] | None = None,
         actor: str | None = None,
         scope: set[str] | None = None,
+        stage: Any = None,
     ) -> Outcome:
         """Decide on a snapshot, append with a version check, then materialize.
 
@@ -226,6 +230,8 @@ class Store:
                 expected = log.stream_versions(conn, streams)
             if not decision.events:
                 return Outcome(None, [], base, decision.summary)
+            if stage is not None:  # secrets files: staged now, put in place after the commit
+                decision.details = {**decision.details, **stage.prepare(base, decision)}
             try:
                 with db.write_tx(self.engine) as wconn, gc_paused():
                     appended = log.append(
@@ -243,11 +249,15 @@ class Store:
                     readmodel.apply(
                         wconn, appended.events, base, decision.events, appended.metadata
                     )
-            except ConflictError:
-                if attempt == attempts:
+            except BaseException as e:
+                if stage is not None:  # committed or not? the log says (Ctrl-C after a commit)
+                    stage.settle(None)
+                if not isinstance(e, ConflictError) or attempt == attempts:
                     raise
                 logger.info("conflict on attempt %d; deciding again", attempt)
                 continue
+            if stage is not None:
+                stage.settle(True)
             logger.info(
                 "tx %d appended %d events (seq %d..%d)",
                 appended.tx_id,

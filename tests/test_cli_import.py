@@ -131,9 +131,10 @@ def test_import_is_one_import_transaction_with_file_details(env_factory: Any) ->
             "component_id": "weather",
             "keys": ["API_KEY"],
             "command": out["secrets_needed"][0]["command"],
+            "stdin": "API_KEY=…\n",
         }
     ]
-    assert "secret set weather API_KEY=" in out["secrets_needed"][0]["command"]
+    assert out["secrets_needed"][0]["command"].endswith("secret set weather --stdin")
 
     # The audit log shows exactly that transaction; its details name the file and its origin.
     hist = json.loads(ok(b.run("state", "history", "--tx", str(tx), "-o", "json")).out)
@@ -159,7 +160,7 @@ def test_import_is_one_import_transaction_with_file_details(env_factory: Any) ->
     before = tree_bytes(b.root)
     again = ok(b.run("state", "import", str(source)))
     assert "nothing to change" in again.out
-    assert "secret set weather API_KEY=" in again.out
+    assert "secret set weather --stdin" in again.out and "API_KEY=…" in again.out
     assert tree_bytes(b.root) == before
     assert head(b) == len(events)
 
@@ -213,7 +214,7 @@ def test_missing_wasm_is_restored_from_the_blob_store(env: Env) -> None:
     digest = json.loads(source.read_bytes())["components"][0]["wasm_sha256"]
     store = lib(env)
     try:
-        commands.detach(store, "weather")
+        commands.detach(store, "weather", keep_secret_values=True)
     finally:
         store.close()
     (env.root / "inputs" / "weather.wasm").unlink()
@@ -225,7 +226,7 @@ def test_missing_wasm_is_restored_from_the_blob_store(env: Env) -> None:
     ]
     assert out["skipped"] == []
     assert sha((env.component_dir / "weather.wasm").read_bytes()) == digest
-    # The secret value stayed on disk through the detach: nothing is needed.
+    # The secret value stayed on disk through the detach (asked to): nothing is needed.
     assert out["secrets_needed"] == []
     assert without(export_doc(env)) == without(json.loads(source.read_bytes()))
 
@@ -370,6 +371,7 @@ def test_wassette_written_file_with_components_placed_first(env: Env) -> None:
             "component_id": "get-weather-js",
             "keys": ["OPENWEATHER_API_KEY"],
             "command": out["secrets_needed"][0]["command"],
+            "stdin": "OPENWEATHER_API_KEY=…\n",
         }
     ]
     # Wassette's layout is materialized next to the wasm files it was given.

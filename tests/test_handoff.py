@@ -34,21 +34,17 @@ def prepare_a(a: Env) -> None:
     ok(a.run("env", "set", "LOG_LEVEL=debug", "REGION=eu-west"))
 
 
-def printed_secret_command(output: str) -> list[str]:
-    """The `wassette … secret set …` line of an import summary, with values filled in."""
+def printed_secret_command(output: str) -> tuple[list[str], str]:
+    """The `wassette … secret set … --stdin` line of an import summary, and what to type into
+    it: the values go on its stdin, never on a command line."""
     lines = [ln.strip() for ln in output.splitlines() if " secret set " in ln]
     assert len(lines) == 1, output
-    argv = shlex.split(lines[0])
-    assert argv[0] == "wassette-state"
-    filled = []
-    for arg in argv[1:]:
-        key, sep, placeholder = arg.partition("=")
-        if sep and key in VALUES:
-            assert placeholder and placeholder not in VALUES.values()
-            arg = f"{key}={VALUES[key]}"
-        filled.append(arg)
-    assert sum(a.split("=")[0] in VALUES for a in filled) == len(VALUES)
-    return filled
+    argv = shlex.split(lines[0], comments=True)
+    assert argv[0] == "wassette-state" and argv[-1] == "--stdin"
+    assert not any("=" in a for a in argv), argv
+    told = lines[0].partition("#")[2]
+    assert all(f"{k}=…" in told for k in VALUES), told
+    return argv[1:], "".join(f"{k}={v}\n" for k, v in VALUES.items())
 
 
 def secret_status(env: Env) -> dict[str, bool]:
@@ -72,8 +68,8 @@ def test_agent_handoff_between_two_stores(env_factory: Any) -> None:
     assert not any(v in imported.text for v in VALUES.values())
     assert secret_status(b) == {"API_KEY": False, "OTHER_TOKEN": False}
 
-    argv = printed_secret_command(imported.out)
-    ok(b.run(*argv, extra_env=NO_LOCATION))
+    argv, typed = printed_secret_command(imported.out)
+    ok(b.run(*argv, input=typed, extra_env=NO_LOCATION))
     assert secret_status(b) == {"API_KEY": True, "OTHER_TOKEN": True}
 
     ok(b.run("state", "export", "b.json", extra_env=EPOCH))
@@ -110,8 +106,8 @@ def test_printed_command_keeps_a_custom_component_dir(env_factory: Any, tmp_path
     ok(a.run("state", "export", "handoff.json"))
     custom = {"WASSETTE_COMPONENT_DIR": str(b.root / "wassette-components")}
     imported = ok(b.run("state", "import", str(a.root / "handoff.json"), extra_env=custom))
-    argv = printed_secret_command(imported.out)
-    ok(b.run(*argv, extra_env=NO_LOCATION))
+    argv, typed = printed_secret_command(imported.out)
+    ok(b.run(*argv, input=typed, extra_env=NO_LOCATION))
     store = b.store()
     try:
         types = [e.type for e in store.history(log.Query())]

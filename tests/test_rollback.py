@@ -129,11 +129,11 @@ def test_detached_component_wasm_comes_back_from_the_blob_store(env: Env) -> Non
     before_files = files_of(env)
     (env.root / "inputs" / "weather.wasm").unlink()  # the source is gone too
     with opened(env) as s:
-        commands.detach(s, "weather")
+        commands.detach(s, "weather", keep_secret_values=True)
     assert not (env.component_dir / "weather.wasm").exists()
     assert blob(env, data["weather"]).is_file()
     secrets_before = secret_files.snapshot_file(env.secrets_dir, "weather")
-    assert secrets_before is not None  # detach keeps values on disk
+    assert secrets_before is not None  # asked to, the detach kept the values on disk
 
     out = as_json(env, "state", "rollback", "--to", "tx:6", "--yes")
     assert out["tx"] == 8
@@ -156,12 +156,13 @@ def test_secret_keys_without_values_are_reported_with_the_command(env: Env) -> N
     [needed] = out["secrets_needed"]
     assert needed["component_id"] == "weather" and needed["keys"] == ["K", "K2"]
     command = needed["command"]
-    assert "secret set weather K=… K2=…" in command
+    assert command.endswith("secret set weather --stdin")  # values never on a command line
+    assert needed["stdin"] == "K=…\nK2=…\n"
 
-    # The printed command, with values filled in, supplies them to this very store.
-    argv = shlex.split(command.replace("K=…", "K=new").replace("K2=…", "K2=new2"))
+    # The printed command, with the values on its stdin, supplies them to this very store.
+    argv = shlex.split(command)
     assert argv[0] == "wassette-state"
-    ok(env.run(*argv[1:]))
+    ok(env.run(*argv[1:], input=needed["stdin"].replace("K=…", "K=new").replace("K2=…", "K2=new2")))
     assert secret_files.read_values(env.secrets_dir, "weather") == {"K": "new", "K2": "new2"}
 
 
@@ -174,20 +175,21 @@ def test_text_report_lists_plan_and_secret_commands(env: Env) -> None:
     assert lines[0] == f"rollback to seq {last_seq_of_tx(env, 6)}:"
     assert "  declare secret keys K for weather" in lines
     assert any(ln.startswith("recorded as tx 8") for ln in lines)
-    assert any(ln.strip().endswith("secret set weather K=…") for ln in lines)
+    assert any("secret set weather --stdin" in ln and "K=…" in ln for ln in lines)
 
 
 def test_rollback_to_the_empty_state_and_back(env: Env) -> None:
     data = build(env)
     before_files = files_of(env)
-    secrets_before = secret_files.snapshot_file(env.secrets_dir, "weather")
+    assert secret_files.snapshot_file(env.secrets_dir, "weather") is not None
     out = as_json(env, "state", "rollback", "--to", "seq:0", "--yes")
     now = state(env)
     assert now.components == {} and now.environment == {}
     assert now.paths is not None  # paths are local and never rolled back
     assert files_of(env) == {}
     assert all(blob(env, b).is_file() for b in data.values())  # blobs are kept
-    assert secret_files.snapshot_file(env.secrets_dir, "weather") == secrets_before
+    # The component left the state, and its values the file Wassette reads.
+    assert secret_files.snapshot_file(env.secrets_dir, "weather") is None
     assert out["tx"] == 7
 
     undone = as_json(env, "state", "undo", "--yes")
