@@ -595,7 +595,7 @@ def _import_notes(
         notes.append(Note(label, what, f"{detail}: ignored, as Wassette 0.8.0 ignores it"))
     for c in comps:
         cid = c.component_id
-        if c.name is not None and cid is not None and not c.declares_policy():
+        if c.name not in (None, cid) and cid is not None and not c.declares_policy():
             # With a policy the name is kept (its description says it); without, it goes nowhere.
             notes.append(
                 Note(
