@@ -317,6 +317,7 @@ def import_cmd(
     Examples:
       wassette-state state import handoff.yaml
       wassette-state state import backup.json --prune --dry-run
+      wassette-state state import deploy.yaml   # a 'wassette serve --manifest' manifest too
     """
     from wassette_state.store.commands import secrets_needed
     from wassette_state.store.importer import run_import
