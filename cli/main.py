@@ -182,7 +182,7 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
 
 
 def _register() -> None:
-    from wassette_state.cli import component, policy, secret, state
+    from wassette_state.cli import component, policy, runtime, secret, state
 
     for group in (
         component.component,
@@ -191,6 +191,7 @@ def _register() -> None:
         secret.secret,
         secret.env,
         state.state,
+        runtime.start_command,
     ):
         cli.add_command(group)
     # The same command objects once more at the top level: `export FILE` is `state export FILE`.

@@ -58,6 +58,11 @@ class Store:
             ) from e
         self._lineage: str | None = None
         self.blobs = files.BlobStore(settings.blob_dir)
+        self._dirs_noted = False
+        marker = self.read_marker()
+        if marker is not None and marker.get("data_dir") == str(settings.data_dir):
+            # (a marker that came with a copy of the store names the original's dirs)
+            self.note_moved_dirs(marker)
 
     # ------------------------------------------------------------ files
 
@@ -74,21 +79,25 @@ class Store:
             return None
         return doc if isinstance(doc, dict) else None
 
-    def materialize(self, ids: set[str] | None = None) -> files.Report:
-        """Bring the component dir in line with the current state, serialized across processes.
+    def materialize(self, ids: set[str] | None = None, env: bool = False) -> files.Report:
+        """Bring the component dir (and, with `env` or for all ids, the env file) in line with
+        the current state, serialized across processes.
 
         The state is read afresh under the lock, so a slower process can never write files of
         a state that a faster one has already replaced.
         """
         import json
 
-        from wassette_state.store import fsutil
+        from wassette_state.store import envfile, fsutil
 
         fsutil.ensure_dir(self.settings.data_dir)
+        env = env or ids is None
         with db.file_lock(self.settings.data_dir / "materialize"):
             with self.reading() as conn:
                 targets = readmodel.known_components(conn) if ids is None else ids
-                state = readmodel.state_at(conn, only=targets if ids is not None else None)
+                state = readmodel.state_at(
+                    conn, only=targets if ids is not None else None, settings=env
+                )
                 seq = log.head(conn)[0]
             if ids is None:
                 # A writer killed mid-write left its marker behind, so its temp files are
@@ -98,13 +107,36 @@ class Store:
             if report.written or report.removed:
                 # The files are durable before the marker says they are current.
                 fsutil.make_durable(report.paths, self.settings.component_dir)
-            marker = {"component_dir": str(self.settings.component_dir), "seq": seq}
+            marker: dict[str, Any] = {
+                "component_dir": str(self.settings.component_dir),
+                "secrets_dir": str(self.settings.secrets_dir),
+                "data_dir": str(self.settings.data_dir),
+                "seq": seq,
+            }
+            old = self.read_marker() or {}
+            if env:
+                rendered = envfile.render(state.environment)
+                envfile.write(self.settings.env_file, rendered)
+                marker["env_sha256"] = rendered.sha256
+            elif "env_sha256" in old:
+                marker["env_sha256"] = old["env_sha256"]
             # Not fsynced: a marker lost in a crash only lags, and a lagging marker means
             # "repair", which is always safe.
             fsutil.atomic_write(
                 self.marker_path, json.dumps(marker).encode(), mode=0o600, durable=False
             )
         return report
+
+    def note_moved_dirs(self, recorded: dict[str, Any] | None) -> None:
+        """One warning line when the dirs this store last wrote are not the ones resolved now."""
+        from wassette_state.store.config import moved_dirs_warning
+
+        if self._dirs_noted or recorded is None:
+            return
+        message = moved_dirs_warning(self.settings, recorded)
+        if message:
+            self._dirs_noted = True
+            logger.warning("%s", message)
 
     def check_dirs(self) -> None:
         """Before anything is recorded: the dirs the state is written into must not be
@@ -122,7 +154,7 @@ class Store:
 
     def repair_files(self) -> files.Report | None:
         """After a crash between commit and file writes, the marker lags: redo everything."""
-        from wassette_state.store import staging
+        from wassette_state.store import envfile, staging
 
         staging.recover(self)  # secrets files staged by an interrupted command
         marker = self.read_marker()
@@ -131,7 +163,12 @@ class Store:
             and marker.get("component_dir") == str(self.settings.component_dir)
             and marker.get("seq") == self.head_seq()
         ):
-            return None
+            if "env_sha256" not in marker or envfile.is_current(
+                self.settings.env_file, marker["env_sha256"]
+            ):
+                return None
+            logger.warning("repaired the env file %s", self.settings.env_file)
+            return self.materialize(set(), env=True)
         if marker is None and self.head_seq() == 0:
             return None
         report = self.materialize(None)
@@ -271,10 +308,8 @@ class Store:
             if after is not None:
                 after(state, appended.events)
             touched = {e.component_id for e in appended.events if e.component_id}
-            if touched:
-                self.materialize(touched)
-            else:
-                self.materialize(set())
+            env = any(e.type in ("env.set", "env.unset") for e in appended.events)
+            self.materialize(touched, env=env)
             return Outcome(appended.tx_id, appended.events, state, decision.summary)
         raise StoreError("unreachable")  # pragma: no cover
 
@@ -284,6 +319,8 @@ class Store:
         have = (base.paths.component_dir, base.paths.secrets_dir) if base.paths else None
         if have == want:
             return new
+        if have is not None:
+            self.note_moved_dirs({"component_dir": have[0], "secrets_dir": have[1]})
         from wassette_state.store import events as ev
 
         return [ev.PathsSet(component_dir=want[0], secrets_dir=want[1]), *new]

@@ -563,8 +563,11 @@ def test_materialize_after_files_are_lost(populated: Store, env: Env, removed: s
         p.name: p.read_bytes() for p in env.component_dir.iterdir() if not p.name.startswith(".")
     }
     assert got == want
-    assert populated.read_marker() == {
+    marker = populated.read_marker()
+    assert marker is not None
+    assert {k: marker[k] for k in ("component_dir", "secrets_dir", "seq")} == {
         "component_dir": str(env.component_dir),
+        "secrets_dir": str(env.secrets_dir),
         "seq": populated.head_seq(),
     }
 

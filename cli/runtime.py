@@ -1,0 +1,89 @@
+"""`wassette-state start-command`: the line that starts Wassette on this store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.output import emit, warn
+
+TRANSPORTS = ("serve", "run")
+
+
+def start_line(env: dict[str, str], argv: list[str]) -> str:
+    """`VAR=value … program args…`, every word shell-quoted."""
+    import shlex
+
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
+
+
+def plan(app: App, transport: str) -> dict[str, Any]:
+    """Bring the store's files up to date, then describe the Wassette that runs on them."""
+    from wassette_state.store import envfile
+    from wassette_state.store.config import load_config
+
+    config = load_config()  # `wassette serve|run` always reads it: a broken one stops it
+    store = app.store
+    settings = store.settings
+    store.check_dirs()
+    store.repair_files()
+    store.materialize(set(), env=True)  # the env file exists and holds the current env
+    environment = store.state(scope=set()).environment
+    rendered = envfile.render(environment)
+    argv = [
+        "wassette",
+        transport,
+        "--component-dir",
+        str(settings.component_dir),
+        "--env-file",
+        str(settings.env_file),
+    ]
+    for key in rendered.unwritable:  # a line break: only --env carries it
+        argv += ["--env", f"{key}={environment[key]}"]
+    env = {"WASSETTE_SECRETS_DIR": str(settings.secrets_dir)}
+    extra = sorted(set(config.environment_vars) - set(environment))
+    return {
+        "transport": transport,
+        "command": start_line(env, argv),
+        "argv": argv,
+        "env": env,
+        "component_dir": str(settings.component_dir),
+        "secrets_dir": str(settings.secrets_dir),
+        "env_file": str(settings.env_file),
+        "config_file": str(config.path) if config.path is not None else None,
+        "config_environment_keys": extra,
+    }
+
+
+@click.command("start-command")
+@click.option(
+    "--transport",
+    type=click.Choice(TRANSPORTS),
+    default="serve",
+    show_default=True,
+    help="serve: Streamable HTTP; run: stdio, for an MCP client that starts Wassette itself.",
+)
+@output_option
+@pass_app
+def start_command(app: App, transport: str) -> None:
+    """Print the shell line that starts Wassette on this store.
+
+    The line names the store's component dir, its secrets dir and its env file (the store's
+    `env set` variables, rewritten on every change), so the Wassette it starts serves these
+    components with these secrets and this environment. `-o json` gives the same as data:
+    `argv`, and `env` (variables to add to the environment).
+
+    \b
+    Examples:
+      wassette-state start-command
+      wassette-state start-command --transport run -o json
+    """
+    data = plan(app, transport)
+    if data["config_environment_keys"]:
+        warn(
+            f"Wassette also gives components {', '.join(data['config_environment_keys'])} "
+            f"from [environment_vars] in {data['config_file']}, which this store does not manage"
+        )
+    emit(data, app.output, data["command"])
