@@ -48,6 +48,10 @@ def _summary(se: Any) -> str:
         return str(d["source_uri"])
     if t == "policy.changed":
         change = d.get("change") or {}
+        if "added" in change or "removed" in change:  # a sync: the rules it found changed
+            ruled = [f"+{r}" for r in change.get("added") or []]
+            ruled += [f"-{r}" for r in change.get("removed") or []]
+            return f"{change.get('op')} {'; '.join(ruled) or '(layout only)'}"
         rest = " ".join(f"{k}={v}" for k, v in change.items() if k not in ("op", "kind"))
         return " ".join(str(x) for x in (change.get("op"), change.get("kind"), rest) if x)
     if t in ("secret.keys_set", "secret.keys_deleted"):
@@ -659,9 +663,8 @@ def sync(app: App) -> None:
         f"{d.component_id}: {d.what}" + ("" if d.adoptable else " (not adopted)") for d in drifts
     ] or ["no drift: the files match the state"]
     if outcome.tx_id is not None:
-        lines.append(
-            f"recorded as tx {outcome.tx_id} ({len(outcome.events)} events, actor filesystem)"
-        )
+        n = plural(len(outcome.events), "event")
+        lines.append(f"recorded as tx {outcome.tx_id} ({n}, actor filesystem)")
     data = {
         "status": "ok",
         "tx": outcome.tx_id,

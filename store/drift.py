@@ -254,12 +254,14 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
             )
         )
     else:
+        from wassette_state.store.policy import rule_changes
+
         found.drifts.append(Drift(cid, "policy file edited"))
         found.events.append(
             ev.PolicyChanged(
                 component_id=cid,
                 policy_content=text,
-                change={"op": "sync", "source": "filesystem"},
+                change={"op": "sync", "source": "filesystem", **rule_changes(current, text)},
             )
         )
 

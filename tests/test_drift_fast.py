@@ -116,7 +116,7 @@ def test_policy_with_other_bytes_but_the_same_document_is_still_an_edit(site: Si
         ev.PolicyChanged(
             component_id="weather",
             policy_content=POLICY_SAME_DOC,
-            change={"op": "sync", "source": "filesystem"},
+            change={"op": "sync", "source": "filesystem", "added": [], "removed": []},
         )
     ]
     path.write_bytes(POLICY.encode() + b"\n")  # one more newline: other bytes too

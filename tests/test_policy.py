@@ -1007,3 +1007,21 @@ def test_validate_random_structures_raises_only_validation_error(permissions: An
     text = dump_policy(doc)
     assert parse_policy(text) == doc
     assert yaml.safe_load(text) == doc
+
+
+def test_rule_changes_name_what_was_added_and_removed() -> None:
+    from wassette_state.store.policy import rule_changes
+
+    source = (CONFORMANCE / "comprehensive.yaml").read_text()
+    text, _ = grant(source, "c", "network", "new.example.com")
+    text, _ = revoke(text, "c", "environment-variable", "HOME")
+    text, _ = grant(text, "c", "memory", "2Gi")
+    assert rule_changes(source, text) == {
+        "added": ["allow network host=new.example.com", "limit memory=2Gi"],
+        "removed": ["allow environment key=HOME", "limit memory=1Gi"],
+    }
+    assert rule_changes(source, source) == {"added": [], "removed": []}
+    assert rule_changes(None, source)["removed"] == []
+    assert (
+        "deny storage uri=fs://system/** access=read,write" in rule_changes(None, source)["added"]
+    )

@@ -295,6 +295,10 @@ def test_a_wassette_grant_on_our_policy_changes_only_the_grant(env: Env, wassett
     res = json.loads(ok(env.run("state", "sync", "-o", "json")).out)
     [event] = res["events"]
     assert event["type"] == "policy.changed"
+    change = event["data"]["change"]
+    assert (change["added"], change["removed"]) == (["allow network host=api.example.com"], [])
+    [row] = [r for r in ok(env.run("history", "--type", "policy.")).out.splitlines() if "sync" in r]
+    assert row.endswith("sync +allow network host=api.example.com"), row
 
 
 def test_a_grant_that_creates_a_policy_leaves_the_files_wassettes_leaves(
