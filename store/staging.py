@@ -99,11 +99,15 @@ def recover(store: Any) -> None:
 
 def _settle_left_over(store: Store) -> None:
     stage_dir = store.settings.secrets_dir / STAGE_DIR
+    if stage_dir.is_symlink():
+        return  # not one this tool made: nothing in it is ever put in place
     try:
         names = sorted(os.listdir(stage_dir))
     except (FileNotFoundError, NotADirectoryError):
         return
     if not names:
+        with contextlib.suppress(OSError):  # a writer died before staging anything
+            os.rmdir(stage_dir)
         return
     mine = []
     for name in names:

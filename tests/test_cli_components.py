@@ -180,7 +180,7 @@ def test_reattach_same_bytes_is_no_change_new_bytes_keep_policy_and_secrets(env:
     assert blob_path(env, sha(second)).read_bytes() == second
 
 
-def test_detach_removes_files_keeps_blob_and_secrets(env: Env) -> None:
+def test_detach_removes_files_and_secrets_keeps_blob(env: Env) -> None:
     src = env.root / "inputs" / "weather.wasm"
     data = make_wasm(src)
     pol = env.root / "inputs" / "p.yaml"
@@ -197,6 +197,12 @@ def test_detach_removes_files_keeps_blob_and_secrets(env: Env) -> None:
     assert not any(p.exists() for p in files.values())
     assert list(env.component_dir.iterdir()) == []
     assert blob_path(env, sha(data)).read_bytes() == data
+    # The values leave with the component (a later one under this id inherits none) ...
+    assert not secrets_file.exists()
+    # ... unless asked to stay, as Wassette's unload leaves them.
+    ok(env.run("state", "undo", "--yes"))
+    ok(env.run("secret", "set", "weather", "TOKEN=abc"))
+    ok(env.run("component", "detach", "weather", "--keep-secret-values"))
     assert secrets_file.read_bytes() == secret_bytes
 
     assert ok(env.run("component", "list")).out.strip() == "no components"
