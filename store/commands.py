@@ -7,6 +7,7 @@ database and the files byte-identical.
 from __future__ import annotations
 
 import json
+import logging
 import stat
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from urllib.parse import unquote, urlparse
 from wassette_state.store import events as ev
 from wassette_state.store import files, fsutil
 from wassette_state.store import secrets as secret_files
-from wassette_state.store.errors import NotFound, ValidationError, unknown_component
+from wassette_state.store.errors import NotFound, StoreError, ValidationError, unknown_component
 from wassette_state.store.service import Decision, Outcome, Store
 from wassette_state.store.state import Component, State, check_env_key, check_id
 
@@ -539,7 +540,10 @@ def secret_list(store: Store, component_id: str, show_values: bool = False) -> l
 
     refuse_assignment_as_id(component_id)
     check_id(component_id)
-    staging.recover(store)  # a change an interrupted command committed is read, not the old file
+    try:  # a change an interrupted command committed is read, not the old file
+        staging.recover(store)
+    except StoreError as e:  # a read goes on (a read-only copy): the next change settles it
+        logging.getLogger("wassette").warning("%s", e)
     comp = _require(store.state(scope={component_id}), component_id)
     values = secret_files.read_values(store.settings.secrets_dir, component_id)
     keys = sorted(set(comp.secret_keys) | set(values))

@@ -277,8 +277,9 @@ def reference(site: Site, command: Command, trace: Path) -> Reference:
     return Reference(before, site.files(), steps, head)
 
 
-def check_agree(site: Site, ref: Reference, label: str) -> list[str]:
-    """After the next command: the files are what the committed log says, with no drift."""
+def check_agree(site: Site, ref: Reference, label: str, committed: bool) -> list[str]:
+    """After the next command: the files are what the log says (the faulted command's new
+    files if its transaction committed, else the old ones), with no drift."""
     problems = []
     code, out, err = in_process(site, "state", "sync", "-o", "json")
     if code != 0:
@@ -286,7 +287,6 @@ def check_agree(site: Site, ref: Reference, label: str) -> list[str]:
     drift = json.loads(out)["drift"]
     if drift:
         problems.append(f"{label}: sync found drift {drift}")
-    committed = site.head_tx() > ref.head_before
     want = ref.after if committed else ref.before
     have = site.files()
     for cid in FILES:
@@ -372,29 +372,38 @@ def test_fault_matrix_log_and_secrets_files_always_agree(
                     problems.append(f"{label}: the command reported success")
                 if "unexpected failure" in err or "Traceback" in err:
                     problems.append(f"{label}: {err.strip()}")
-                if site.head_tx() == ref.head_before and site.files() != ref.before:
+                committed = site.head_tx() > ref.head_before
+                if not committed and site.files() != ref.before:
                     problems.append(f"{label}: not committed, yet the files changed")
-                problems.extend(check_agree(site, ref, label))
+                problems.extend(check_agree(site, ref, label, committed))
         promote = next(s for s, _ in ref.steps if s in ("promote.rename", "promote.unlink"))
         leave = {  # in-process ways to leave each kind of staged change behind
             "committed": f"{promote}:eacces",
             "never committed": "commit.before:enospc,discard.discard:eacces",
         }
+        # A change refuses to start on what it cannot settle; a read goes on.
+        next_commands = {
+            "env set": (("env", "set", "NEXT=1"), 1),
+            "secret list": (("secret", "list", "c"), 0),
+        }
         for what, fault in leave.items():
             for step, nth in recovery[(c.name, what)]:
-                action = os_error_for(step)
-                label = f"{c.name}: {what} change left, then {action} at {step}#{nth}"
-                site.restore()
-                in_process(site, *site.argv(c), fault=fault)
-                code, _, err = in_process(
-                    site, "secret", "list", "c", fault=f"{step}:{action}:{nth}"
-                )
-                injected[f"{action} (settling)"] += len(fsutil.fired)
-                if fsutil.fired != [f"{step}:{action}"]:
-                    problems.append(f"{label}: injected {fsutil.fired}")
-                if code != 1 or "nothing was changed" not in err:
-                    problems.append(f"{label}: {code} {err.strip()}")
-                problems.extend(check_agree(site, ref, label))
+                for name, (argv, expected) in next_commands.items():
+                    action = os_error_for(step)
+                    label = f"{c.name}: {what} change left, then {action} at {step}#{nth} ({name})"
+                    site.restore()
+                    in_process(site, *site.argv(c), fault=fault)
+                    committed = site.head_tx() > ref.head_before
+                    head = site.head_tx()
+                    code, _, err = in_process(site, *argv, fault=f"{step}:{action}:{nth}")
+                    injected[f"{action} (settling)"] += len(fsutil.fired)
+                    if fsutil.fired != [f"{step}:{action}"]:
+                        problems.append(f"{label}: injected {fsutil.fired}")
+                    if code != expected or (expected and "nothing was changed" not in err):
+                        problems.append(f"{label}: {code} {err.strip()}")
+                    if site.head_tx() != head:
+                        problems.append(f"{label}: the next command was recorded")
+                    problems.extend(check_agree(site, ref, label, committed))
 
     # SIGKILL of a real process at each step, and at each step of the settling after a kill.
     trials: list[tuple[Command, Step, Step | None]] = []
@@ -410,14 +419,15 @@ def test_fault_matrix_log_and_secrets_files_always_agree(
         code = run(site, *site.argv(c), fault=f"{at[0]}:kill:{at[1]}")
         if code != -9:
             return [f"{label}: not killed ({code})"]
-        if site.head_tx() == ref.head_before and site.files() != ref.before:
+        committed = site.head_tx() > ref.head_before
+        if not committed and site.files() != ref.before:
             return [f"{label}: not committed, yet the files changed"]
         if then is not None:
             label += f", then kill at {then[0]}#{then[1]}"
             code = run(site, "secret", "list", "c", fault=f"{then[0]}:kill:{then[1]}")
             if code != -9:
                 return [f"{label}: the next command was not killed ({code})"]
-        return check_agree(site, ref, label)
+        return check_agree(site, ref, label, committed)
 
     for c, at, then in trials:
         problems += kill_trial(c, at, then)
