@@ -78,7 +78,8 @@ class App:
         if self._store is None:
             from wassette_state.store.service import Store
 
-            self._store = Store(self.settings)
+            ctx = click.get_current_context(silent=True)
+            self._store = Store(self.settings, writing=ctx is None or writes(ctx))
         return self._store
 
     def close(self) -> None:
@@ -87,6 +88,18 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+# Commands that only read the store (also `--dry-run`s): they never create a store, and they
+# work on a read-only copy of one.
+READ_ONLY_COMMANDS = frozenset(
+    ("history", "show", "diff", "blame", "tags", "verify", "export", "list", "inspect", "get")
+)
+
+
+def writes(ctx: click.Context) -> bool:
+    """Whether the running command may change the store."""
+    name = ctx.command.name
+    return name not in READ_ONLY_COMMANDS and not ctx.params.get("dry_run")
 
 
 def output_option(f: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,13 +232,55 @@ def _check_key_names(snap: Any) -> None:
 
 
 def _source_bytes(source_uri: str | None, wanted: str | None) -> bytes | None:
-    """The component's original file, if it is local, readable and has the expected hash."""
-    if not source_uri or not source_uri.startswith("file://") or wanted is None:
+    """The component's original file, if it is a local WebAssembly component with the
+    expected hash.
+
+    A state file names this file, so it may name anything: `/etc/shadow`, a device, a FIFO, a
+    3 GiB sparse file. Only a regular file (not through a final symlink, opened without
+    blocking) of at most `MAX_WASM_BYTES`, starting with a component header, is hashed, as a
+    stream; its bytes are kept only when the hash matches (and checked again once read, as
+    the file may change in between).
+    """
+    if not source_uri or wanted is None:
         return None
     from urllib.parse import unquote, urlparse
 
-    data = fsutil.read_if_file(Path(unquote(urlparse(source_uri).path)))
-    if data is None or files.sha256_hex(data) != wanted:
+    from wassette_state.store.commands import MAX_WASM_BYTES
+    from wassette_state.store.wasm import is_component
+
+    parsed = urlparse(source_uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    try:
+        fd = os.open(
+            unquote(parsed.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+        )
+    except (OSError, ValueError):  # absent, unreadable, a symlink, a NUL in the path
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_WASM_BYTES:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            if not is_component(f.read(8)):
+                return None
+            f.seek(0)
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := f.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_WASM_BYTES:
+                    return None
+                digest.update(chunk)
+            if digest.hexdigest() != wanted:
+                return None
+            f.seek(0)
+            data = f.read(MAX_WASM_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_WASM_BYTES or files.sha256_hex(data) != wanted:
         return None
     return data
 

@@ -46,11 +46,12 @@ class Outcome:
 class Store:
     """One store: a database plus the directories its state is materialized into."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, writing: bool = True) -> None:
+        """`writing=False`: the command only reads, so it never creates the store (a mistyped
+        --db is refused) and it can read a read-only copy."""
         self.settings = settings
-        self.engine = db.make_engine(settings.db_url)
         try:
-            migrate.ensure_schema(self.engine, settings.db_url)
+            self.engine = migrate.open_engine(settings.db_url, writing=writing)
         except sa_exc.DatabaseError as e:
             raise ValidationError(
                 f"{settings.db_url} is not a usable wassette-state database: "
@@ -112,6 +113,7 @@ class Store:
                 "secrets_dir": str(self.settings.secrets_dir),
                 "data_dir": str(self.settings.data_dir),
                 "seq": seq,
+                **migrate.marker_identity(self.settings.db_url),
             }
             old = self.read_marker() or {}
             if env:

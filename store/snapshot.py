@@ -279,7 +279,9 @@ class SnapshotComponent(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, data: Any) -> Any:
-        """Fill Wassette's optional metadata fields; refuse secret values before anything else."""
+        """Refuse secret values before anything else. Fields are required as Wassette's own
+        reader (serde) requires them: all of ComponentMetadata's; an absent `Option` field
+        (`content_hash`, `policy`, `secrets`) is null."""
         if not isinstance(data, dict):
             return data
         secrets = data.get("secrets")
@@ -287,20 +289,10 @@ class SnapshotComponent(BaseModel):
             _refuse_secret_values(secrets)
         metadata = data.get("metadata")
         if isinstance(metadata, dict):
-            filled = dict(metadata)
-            if "component_id" not in filled and isinstance(data.get("component_id"), str):
-                filled["component_id"] = data["component_id"]
-            if "tool_names" not in filled and isinstance(filled.get("tool_schemas"), list):
-                names = [
-                    s.get("name") if isinstance(s, dict) else None for s in filled["tool_schemas"]
-                ]
-                if all(isinstance(n, str) for n in names):
-                    filled["tool_names"] = names
-            filled.setdefault("created_at", 0)
-            stamp = filled.get("validation_stamp")
+            stamp = metadata.get("validation_stamp")
             if isinstance(stamp, dict) and "content_hash" not in stamp:
-                filled["validation_stamp"] = {**stamp, "content_hash": None}
-            return {**data, "metadata": filled}
+                metadata = {**metadata, "validation_stamp": {**stamp, "content_hash": None}}
+                return {**data, "metadata": metadata}
         return data
 
     @model_validator(mode="after")
@@ -1011,6 +1003,12 @@ def _strip_placeholders(comp: dict[str, Any], path: str) -> dict[str, Any]:
         if here:
             found.extend(here)
             cleaned[section] = None
+    # Wassette's reader requires a component's metadata (not an Option): only a documentation
+    # placeholder inside it stands for it (the component is then skipped on import).
+    if "metadata" not in comp:
+        raise _fail(_join(path, "metadata"), "missing required field")
+    if comp["metadata"] is None:
+        raise _fail(_join(path, "metadata"), "expected a mapping, got null")
     if found:
         cleaned["placeholders"] = found
     return cleaned

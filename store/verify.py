@@ -51,8 +51,15 @@ def _verify(conn: Connection, report: Report, materialized_seq: object) -> None:
     if conn.dialect.name == "sqlite":
         result = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
         if result != ["ok"]:
+            found = [
+                line
+                for r in result
+                for line in str(r).splitlines()
+                if line.strip() and not line.startswith("***")
+            ] or ["unknown damage"]
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
             report.problems.append(
-                f"database integrity check failed: {result[0]}; restore it from a backup"
+                f"the database is damaged: {found[0]}{more}; restore it from a backup"
             )
             return
     builder = readmodel.RowBuilder()

@@ -91,6 +91,7 @@ def test_help_needs_no_store(env: Env) -> None:
 
 
 def test_history_of_a_new_store(env: Env) -> None:
+    env.store().close()  # type: ignore[attr-defined]  # created empty (reads never create one)
     r = env.run("state", "history")
     assert (r.code, r.out.strip()) == (0, "no events")
     assert history(env) == []

@@ -367,4 +367,5 @@ def test_tags(tmp_path: Path) -> None:
 
 def test_no_tags(tmp_path: Path) -> None:
     env = Env(tmp_path)
+    env.store().close()  # type: ignore[attr-defined]  # an empty store (reads never create one)
     assert ok(env.run("state", "tags")).out.strip() == "no tags"

@@ -168,6 +168,7 @@ def test_rotation_is_an_event_and_missing_values_are_flagged(env: Env) -> None:
 
 
 def test_env_set_unset_list(env: Env) -> None:
+    env.store().close()  # type: ignore[attr-defined]  # an empty store (reads never create one)
     assert ok(env.run("env", "list")).out.strip() == "no variables"
     res = ok(env.run("env", "set", "LOG_LEVEL=info", "B_URL=http://x/?a=b", "-o", "json"))
     doc = json.loads(res.out)

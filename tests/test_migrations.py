@@ -221,7 +221,7 @@ def test_initial_revision_store_keeps_working(old_store: Env) -> None:
 def test_non_database_file_is_refused(env: Env, content: bytes) -> None:
     env.db.write_bytes(content)
     r = env.run("env", "list")
-    assert_refused(env, r, code=2, contains="not a usable wassette database")
+    assert_refused(env, r, code=2, contains="not a usable wassette-state database")
     r = env.run("state", "history", "--db", str(env.db))
     assert_refused(env, r, code=2)
     assert env.db.read_bytes() == content
@@ -230,7 +230,7 @@ def test_non_database_file_is_refused(env: Env, content: bytes) -> None:
 
 def test_directory_as_database_is_refused(env: Env) -> None:
     env.db.mkdir()
-    assert_refused(env, env.run("env", "list"), code=2, contains="not a usable wassette database")
+    assert_refused(env, env.run("env", "list"), code=2, contains="not a usable wassette-state database")
 
 
 def test_another_applications_database_is_not_altered(env: Env) -> None:
@@ -238,7 +238,7 @@ def test_another_applications_database_is_not_altered(env: Env) -> None:
         c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         c.execute("INSERT INTO notes (body) VALUES ('precious')")
         c.commit()
-    assert_refused(env, env.run("env", "set", "A=1"), code=2, contains="not a wassette database")
+    assert_refused(env, env.run("env", "set", "A=1"), code=2, contains="not a wassette-state database")
     with pytest.raises(ValidationError, match=r"has tables \(notes\)"):
         env.store()
     with closing(sqlite3.connect(env.db)) as c:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -669,10 +670,12 @@ def test_placeholder_component_cannot_be_rendered() -> None:
     meta(doc)["tool_schemas"] = ["..."]
     with pytest.raises(ValidationError, match=r"components\[0\].metadata.tool_schemas: cannot"):
         render_snapshot(doc, "yaml")
-    # ...but its parsed form (placeholder sections dropped) renders fine.
+    # ...nor its parsed form: the metadata it stands for is unknown, and Wassette's reader
+    # requires it.
     snap = parse_snapshot(as_json(doc), "json")
     assert snap.components[0].metadata is None
-    assert b'"metadata": null' in render_snapshot(snap.to_doc(), "json")
+    with pytest.raises(ValidationError, match=r"components\[0\]\.metadata: expected a mapping"):
+        render_snapshot(snap.to_doc(), "json")
 
 
 def test_placeholder_in_validation_stamp_and_scalar_sections() -> None:
@@ -797,22 +800,48 @@ def test_unquoted_yaml_timestamp_stays_a_string() -> None:
     assert snap.as_of.recorded_at == "2026-11-25T10:00:00.000000Z"
 
 
-def test_missing_metadata_fields_get_defaults() -> None:
+def test_absent_optional_fields_are_null() -> None:
+    """What Wassette's reader takes as absent (its `Option` fields) may be left out."""
     doc = base_doc()
-    for key in ("component_id", "tool_names", "created_at"):
-        del meta(doc)[key]
     del meta(doc)["validation_stamp"]["content_hash"]
     del comp(doc)["policy"]
     del comp(doc)["secrets"]
     snap = parse_snapshot(as_json(doc), "json")
     metadata = snap.components[0].metadata
     assert metadata is not None
-    assert metadata.component_id == "weather"
-    assert metadata.tool_names == ["get-weather"]
-    assert metadata.created_at == 0
     assert metadata.validation_stamp.content_hash is None
     assert snap.components[0].policy is None
     assert snap.components[0].secrets is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("metadata",),
+        ("metadata", "component_id"),
+        ("metadata", "tool_schemas"),
+        ("metadata", "function_identifiers"),
+        ("metadata", "tool_names"),
+        ("metadata", "validation_stamp"),
+        ("metadata", "validation_stamp", "file_size"),
+        ("metadata", "validation_stamp", "mtime"),
+        ("metadata", "created_at"),
+    ],
+    ids=".".join,
+)
+def test_fields_wassettes_reader_requires_are_required(path: tuple[str, ...]) -> None:
+    """Wassette's own reader (serde, no defaults) refuses a file without any of these."""
+    doc = base_doc()
+    node: Any = comp(doc)
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    where = "components[0]." + ".".join(path)
+    with pytest.raises(ValidationError, match=re.escape(f"{where}: missing required field")):
+        parse_snapshot(as_json(doc), "json")
+    comp(doc)["metadata"] = None
+    with pytest.raises(ValidationError, match=r"components\[0\]\.metadata: expected a mapping"):
+        parse_snapshot(as_json(doc), "json")
 
 
 def test_order_is_normalized() -> None:
@@ -1103,31 +1132,36 @@ def tool_schemas(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def components(draw: st.DrawFn) -> dict[str, Any]:
     cid = draw(ids)
-    doc: dict[str, Any] = {"component_id": cid, "metadata": None, "policy": None, "secrets": None}
-    if draw(st.booleans()):
-        doc["metadata"] = {
-            "component_id": cid,
-            "tool_schemas": draw(st.lists(tool_schemas(), max_size=2)),
-            "function_identifiers": draw(
-                st.lists(
-                    st.fixed_dictionaries(
-                        {
-                            "package_name": st.none() | texts,
-                            "interface_name": st.none() | texts,
-                            "function_name": non_empty,
-                        }
-                    ),
-                    max_size=2,
-                )
-            ),
-            "tool_names": draw(st.lists(non_empty, max_size=2)),
-            "validation_stamp": {
-                "file_size": draw(ints),
-                "mtime": draw(ints),
-                "content_hash": draw(st.none() | hexes),
-            },
-            "created_at": draw(ints),
-        }
+    metadata = {
+        "component_id": cid,
+        "tool_schemas": draw(st.lists(tool_schemas(), max_size=2)),
+        "function_identifiers": draw(
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "package_name": st.none() | texts,
+                        "interface_name": st.none() | texts,
+                        "function_name": non_empty,
+                    }
+                ),
+                max_size=2,
+            )
+        ),
+        "tool_names": draw(st.lists(non_empty, max_size=2)),
+        "validation_stamp": {
+            "file_size": draw(ints),
+            "mtime": draw(ints),
+            "content_hash": draw(st.none() | hexes),
+        },
+        "created_at": draw(ints),
+    }
+    # Wassette's reader requires a component's metadata
+    doc: dict[str, Any] = {
+        "component_id": cid,
+        "metadata": metadata,
+        "policy": None,
+        "secrets": None,
+    }
     if draw(st.booleans()):
         doc["policy"] = {
             "source_uri": draw(non_empty),
