@@ -16,7 +16,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 
-from wassette_state.store.errors import ConflictError, IntegrityError, StoreError, ValidationError
+from wassette_state.store.errors import (
+    BusyError,
+    ConflictError,
+    IntegrityError,
+    StoreError,
+    ValidationError,
+)
 
 BUSY_TIMEOUT_MS = int(os.environ.get("WASSETTE_BUSY_TIMEOUT_MS", "60000"))
 SYNCHRONOUS = os.environ.get("WASSETTE_SYNCHRONOUS", "FULL").upper()
@@ -220,9 +226,9 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
             yield conn
     except sa_exc.OperationalError as e:
         if _is_busy(e):
-            raise ConflictError(
+            raise BusyError(
                 "the store is busy: another process held the write lock for "
-                f"{BUSY_TIMEOUT_MS // 1000}s; try again"
+                f"{BUSY_TIMEOUT_MS / 1000:g}s; try again"
             ) from e
         raise _driver_error(engine, e) from e
     except sa_exc.IntegrityError as e:

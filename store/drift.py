@@ -37,6 +37,8 @@ class Found:
     blobs: dict[str, bytes]
     # `<id>.cwasm` files compiled from other bytes than the ones adopted (see `_tools`)
     stale_cwasm: list[Path] = field(default_factory=list)
+    # components whose wasm is a link or not a file: never adopted, rewritten from the store
+    relink: set[str] = field(default_factory=set)
 
 
 def _stamp(c: Component) -> tuple[int | None, int | None]:
@@ -49,6 +51,7 @@ def detect(
     secrets_dir: Path,
     introspect: Any,
     last_secret_change: Any = None,
+    known_only: bool = False,
 ) -> Found:
     """Compare files with the state; `introspect(data, sha, label)` derives tools of new bytes.
 
@@ -71,7 +74,7 @@ def detect(
         ):
             continue  # its wasm is gone: the component leaves with its keys (no events after)
         _secret_keys(c, secrets_dir, found, last_secret_change, secrets, reader)
-    if component_dir.is_dir():
+    if component_dir.is_dir() and not known_only:
         listed = components.entries
         entries = listed.values() if listed is not None else os.scandir(component_dir)
         # Wasm files of no component, in name order (filtered first: the dir holds 4 files
@@ -193,6 +196,13 @@ def _adopt(cid: str, data: bytes, sha: str, wasm: Path, tools: Any, found: Found
 def _component(c: Component, components: _Dir, introspect: Any, found: Found) -> None:
     cid = c.component_id
     st = components.regular_stat(f"{cid}.wasm")  # the names of files.component_files
+    if st is None and os.path.lexists(components.path / f"{cid}.wasm"):
+        # A link (or a directory) where the wasm was: not followed, not taken for a deletion
+        # either: the log says the component exists, so its bytes are written back.
+        found.drifts.append(Drift(cid, "wasm replaced by a link or not a file", False))
+        found.relink.add(cid)
+        _policy(c, components, found)
+        return
     if st is None:
         found.drifts.append(Drift(cid, "wasm file deleted: the component is gone"))
         found.events.append(ev.ComponentDetached(component_id=cid))
@@ -218,6 +228,11 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
     name = f"{cid}.policy.yaml"
     raw = components.read(name)
     current = c.policy.policy_content if c.policy else None
+    if raw is None and os.path.lexists(components.path / name):
+        if current is not None:  # a link is not followed, nor taken for a deletion
+            found.drifts.append(Drift(cid, "policy replaced by a link or not a file", False))
+            found.relink.add(cid)
+        return
     if raw is None:
         if current is not None:
             found.drifts.append(Drift(cid, "policy file deleted"))
@@ -472,8 +487,14 @@ def _new_component(cid: str, wasm: Path, components: _Dir, introspect: Any, foun
     return True
 
 
-def find(store: Any) -> Found:
-    """Drift of the store's current state (after repairing a crash, which is not drift)."""
+def find(store: Any, ids: set[str] | None = None) -> Found:
+    """Drift of the store's current state (after repairing a crash, which is not drift); with
+    `ids`, of those components' files only."""
+    return _found_for(store, store.state(scope=ids), known_only=ids is not None)
+
+
+def _found_for(store: Any, state: State, known_only: bool = False) -> Found:
+    """Drift between `state` and the files."""
     from wassette_state.store.commands import introspect_cached
 
     def introspect(data: bytes, sha: str, label: str) -> Any:
@@ -489,36 +510,87 @@ def find(store: Any) -> Found:
         return (rows[0].recorded_at, rows[0].kind) if rows else None
 
     return detect(
-        store.state(),
+        state,
         store.settings.component_dir,
         store.settings.secrets_dir,
         introspect,
         last_secret_change,
+        known_only=known_only,
     )
 
 
-def sync(store: Any) -> tuple[Any, list[Drift]]:
-    """Record adoptable drift as one `sync` transaction by the actor `filesystem`."""
+def record_first(store: Any, ids: set[str], command: str) -> None:
+    """Drift on the files a command is about to rewrite, recorded as a `sync` transaction
+    before the command's own, so nothing Wassette (or anyone) did there is silently
+    overwritten (DESIGN §3.3)."""
     from wassette_state.store.service import Decision
 
-    store.repair_files()
-    found = find(store)
+    found = find(store, ids)
+    if not found.events:
+        return
     for sha, data in found.blobs.items():
         store.blobs.put(data, sha)
-    for path in found.stale_cwasm:  # before anything is recorded: removing one never harms
+    for path in found.stale_cwasm:
         fsutil.remove(path)
-    base_versions = store.state()
+    scope = set(ids)  # `find` looked at these components' files only
+    seen = store.state(scope=scope)
 
     def decide(state: State) -> Decision:
-        if state != base_versions:
+        if state != seen:
             from wassette_state.store.errors import ConflictError
 
-            raise ConflictError("the state changed while scanning for drift; run sync again")
-        return Decision(
-            list(found.events),
-            details={"drift": [d.as_dict() for d in found.drifts]},
-            summary={"drift": [d.as_dict() for d in found.drifts]},
-        )
+            raise ConflictError("the state changed while scanning for drift; run it again")
+        drifts = [d.as_dict() for d in found.drifts if d.adoptable]
+        return Decision(list(found.events), details={"drift": drifts, "before": command})
 
-    outcome = store.execute("state sync", decide, kind="sync", actor=SYNC_ACTOR)
-    return outcome, found.drifts
+    store.execute(
+        f"state sync (before: {command})", decide, kind="sync", actor=SYNC_ACTOR, scope=scope
+    )
+
+
+SYNC_ATTEMPTS = 5
+
+
+def sync(store: Any) -> tuple[Any, list[Drift]]:
+    """Record adoptable drift as one `sync` transaction by the actor `filesystem`.
+
+    The files lock is held from the repair through the scan to the commit, and the scan reads
+    a state whose files are written: a command that committed but has not written its files
+    yet (it waits for the lock) is never mistaken for files deleted by hand.
+    """
+    from wassette_state.store.errors import ConflictError
+    from wassette_state.store.service import Decision
+
+    with store.files_locked():
+        for attempt in range(1, SYNC_ATTEMPTS + 1):
+            store.repair_files()
+            fsutil.fault("sync-scan")
+            base, head = store.state_and_head()
+            marker = store.read_marker() or {}
+            if head and marker.get("seq") != head:  # committed since the repair: again
+                continue
+            found = _found_for(store, base)
+            for sha, data in found.blobs.items():
+                store.blobs.put(data, sha)
+            for path in found.stale_cwasm:  # before anything is recorded: removing one is safe
+                fsutil.remove(path)
+
+            def decide(state: State, base: State = base, found: Found = found) -> Decision:
+                if state != base:
+                    raise ConflictError("the state changed while scanning for drift")
+                return Decision(
+                    list(found.events),
+                    details={"drift": [d.as_dict() for d in found.drifts]},
+                    summary={"drift": [d.as_dict() for d in found.drifts]},
+                )
+
+            try:
+                outcome = store.execute("state sync", decide, kind="sync", actor=SYNC_ACTOR)
+            except ConflictError:
+                if attempt == SYNC_ATTEMPTS:
+                    raise
+                continue
+            if found.relink:
+                store.materialize(found.relink)
+            return outcome, found.drifts
+    raise ConflictError("the store kept changing while scanning for drift; run sync again")

@@ -25,6 +25,18 @@ class ConflictError(StoreError):
     exit_code = 3
 
 
+class BusyError(ConflictError):
+    """The write lock stayed taken for the whole bounded wait: waiting again would only double
+    it, so this is reported at once (exit 3), never retried."""
+
+
+class FilesNotWritten(StoreError):
+    """The change is committed, but writing Wassette's files failed afterwards (EACCES,
+    ENOSPC…); the next command repairs them. Exit 5: neither 'nothing changed' nor a crash."""
+
+    exit_code = 5
+
+
 class IntegrityError(StoreError):
     """`state verify` found the log, the read models or the database inconsistent."""
 

@@ -135,6 +135,7 @@ def materialize(
 
 def _sync(path: Path, data: bytes, report: Report, absent: bool = False) -> None:
     if absent or path.is_symlink() or fsutil.read_if_file(path) != data:
+        fsutil.fault("component-file", path)
         fsutil.atomic_write(path, data, durable=False)
         report.written.append(path.name)
         report.paths.append(path)

@@ -132,13 +132,14 @@ _passed: dict[str, int] = {}
 fired: list[str] = []  # the faults injected in this process
 
 
-def fault(step: str) -> None:
+def fault(step: str, path: Path | str | None = None) -> None:
     """A seam for the fault-injection tests, called before each write, fsync, rename and unlink
     of a two-phase change (store.staging). Unset (always, outside the tests) it does nothing.
 
     ACTION: `enospc` / `eacces` raise that OSError; `kill` SIGKILLs this process; `sigint`
-    sends it SIGINT (Ctrl-C). Several faults: comma-separated. `WASSETTE_STATE_FAULT_LOG`
-    names a file that gets one line per step passed (`pass STEP`) and per fault injected
+    sends it SIGINT (Ctrl-C); `sleep` pauses it (`WASSETTE_STATE_FAULT_SLEEP` seconds), to
+    line up a race. Several faults: comma-separated. `WASSETTE_STATE_FAULT_LOG` names a file
+    that gets one line per step passed (`pass STEP`) and per fault injected
     (`fire STEP ACTION`).
     """
     spec = os.environ.get(FAULT_ENV)
@@ -152,10 +153,10 @@ def fault(step: str) -> None:
         want, _, rest = fault_spec.partition(":")
         action, _, nth = rest.partition(":")
         if want == step and count == (int(nth) if nth else 1):
-            _inject(step, action, trace)
+            _inject(step, action, trace, path)
 
 
-def _inject(step: str, action: str, trace: str | None) -> None:
+def _inject(step: str, action: str, trace: str | None, path: Path | str | None = None) -> None:
     fired.append(f"{step}:{action}")
     if trace:
         _fault_note(trace, f"fire {step} {action}")
@@ -166,8 +167,14 @@ def _inject(step: str, action: str, trace: str | None) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "sigint":
         os.kill(os.getpid(), signal.SIGINT)
+    elif action == "sleep":  # hold this process here, to line up a race with another one
+        import time
+
+        time.sleep(float(os.environ.get("WASSETTE_STATE_FAULT_SLEEP", "3")))
     elif action in ("enospc", "eacces"):
         code = errno.ENOSPC if action == "enospc" else errno.EACCES
+        if path is not None:
+            raise OSError(code, os.strerror(code), str(path))
         raise OSError(code, os.strerror(code))
     else:
         raise ValueError(f"{FAULT_ENV}: unknown action {action!r}")

@@ -13,7 +13,13 @@ from sqlalchemy import exc as sa_exc
 
 from wassette_state.store import db, files, log, migrate, readmodel
 from wassette_state.store.config import Settings
-from wassette_state.store.errors import ConflictError, StoreError, ValidationError
+from wassette_state.store.errors import (
+    BusyError,
+    ConflictError,
+    FilesNotWritten,
+    StoreError,
+    ValidationError,
+)
 from wassette_state.store.gcutil import gc_paused
 from wassette_state.store.schema import store_identity
 from wassette_state.store.state import State
@@ -60,6 +66,7 @@ class Store:
         self._lineage: str | None = None
         self.blobs = files.BlobStore(settings.blob_dir)
         self._dirs_noted = False
+        self._files_lock_held = False
         marker = self.read_marker()
         if marker is not None and marker.get("data_dir") == str(settings.data_dir):
             # (a marker that came with a copy of the store names the original's dirs)
@@ -93,7 +100,7 @@ class Store:
 
         fsutil.ensure_dir(self.settings.data_dir)
         env = env or ids is None
-        with db.file_lock(self.settings.data_dir / "materialize"):
+        with self.files_locked():
             with self.reading() as conn:
                 targets = readmodel.known_components(conn) if ids is None else ids
                 state = readmodel.state_at(
@@ -128,6 +135,30 @@ class Store:
                 self.marker_path, json.dumps(marker).encode(), mode=0o600, durable=False
             )
         return report
+
+    @contextlib.contextmanager
+    def files_locked(self) -> Iterator[None]:
+        """The lock that serializes writing the files across processes; reentrant here, so a
+        sync can hold it from its repair through its scan to its commit."""
+        if self._files_lock_held:
+            yield
+            return
+        from wassette_state.store import fsutil
+
+        fsutil.ensure_dir(self.settings.data_dir)
+        with db.file_lock(self.settings.data_dir / "materialize"):
+            self._files_lock_held = True
+            try:
+                yield
+            finally:
+                self._files_lock_held = False
+
+    def state_and_head(self, scope: set[str] | None = None) -> tuple[State, int]:
+        """The state and the seq it is at, read in one snapshot."""
+        lazy = readmodel.LazyBodies(self.engine) if scope is None else None
+        with self.reading() as conn:
+            state = readmodel.state_at(conn, None, only=scope, settings=True, lazy=lazy)
+            return state, log.head(conn)[0]
 
     def note_moved_dirs(self, recorded: dict[str, Any] | None) -> None:
         """One warning line when the dirs this store last wrote are not the ones resolved now."""
@@ -253,6 +284,10 @@ class Store:
         """
         self.check_dirs()
         self.repair_files()
+        if scope and kind != "sync":
+            from wassette_state.store import drift
+
+            drift.record_first(self, scope, command)
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
             with self.reading() as conn:
@@ -291,7 +326,9 @@ class Store:
             except BaseException as e:
                 if stage is not None:  # committed or not? the log says (Ctrl-C after a commit)
                     stage.settle(None)
-                if not isinstance(e, ConflictError) or attempt == attempts:
+                # A lost stream race is decided again; a lock wait already took its bound.
+                busy = isinstance(e, BusyError)
+                if not isinstance(e, ConflictError) or busy or attempt == attempts:
                     raise
                 logger.info("conflict on attempt %d; deciding again", attempt)
                 continue
@@ -311,7 +348,17 @@ class Store:
                 after(state, appended.events)
             touched = {e.component_id for e in appended.events if e.component_id}
             env = any(e.type in ("env.set", "env.unset") for e in appended.events)
-            self.materialize(touched, env=env)
+            try:
+                from wassette_state.store import fsutil
+
+                fsutil.fault("committed")
+                self.materialize(touched, env=env)
+            except OSError as e:
+                where = f"{e.filename}: " if e.filename else ""
+                raise FilesNotWritten(
+                    f"recorded as tx {appended.tx_id}, but writing Wassette's files failed "
+                    f"({where}{e.strerror or e}); the next command repairs them"
+                ) from e
             return Outcome(appended.tx_id, appended.events, state, decision.summary)
         raise StoreError("unreachable")  # pragma: no cover
 

@@ -203,7 +203,9 @@ def test_planted_symlinks_are_replaced_never_followed(env: Env, tmp_path: Path) 
             str(inputs / "weather.policy.yaml"),
         )
     )
-    ok(env.run("secret", "set", "weather", "K=value"))
+    # A linked secrets file (a mounted Secret) is read through and never replaced.
+    refused = env.run("secret", "set", "weather", "K=value")
+    assert refused.code == 2 and "is a symbolic link" in refused.err, refused
 
     for name in [*targets, "weather.wasm"]:
         path = env.component_dir / name
@@ -213,17 +215,14 @@ def test_planted_symlinks_are_replaced_never_followed(env: Env, tmp_path: Path) 
     assert (env.component_dir / "weather.wasm").read_bytes() == wasm
     assert all(t.read_text() == "ORIGINAL" for t in targets.values())
     assert not dangling.exists()
-    secrets_file = env.secrets_dir / "weather.yaml"
-    assert not secrets_file.is_symlink()
-    assert secrets_file.read_text() == "K: value\n"
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert (env.secrets_dir / "weather.yaml").is_symlink()
     assert secret_target.read_text() == "OTHER: original\n"
     assert stat.S_IMODE(secret_target.stat().st_mode) == target_mode
 
     # Links planted before a detach are removed, their targets kept.
     (env.component_dir / "weather.wasm").unlink()
     (env.component_dir / "weather.wasm").symlink_to(targets["weather.metadata.json"])
-    ok(env.run("component", "detach", "weather"))
+    ok(env.run("component", "detach", "weather", "--keep-secret-values"))
     assert list(env.component_dir.iterdir()) == []
     assert all(t.read_text() == "ORIGINAL" for t in targets.values())
 

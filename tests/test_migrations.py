@@ -230,7 +230,9 @@ def test_non_database_file_is_refused(env: Env, content: bytes) -> None:
 
 def test_directory_as_database_is_refused(env: Env) -> None:
     env.db.mkdir()
-    assert_refused(env, env.run("env", "list"), code=2, contains="not a usable wassette-state database")
+    assert_refused(
+        env, env.run("env", "list"), code=2, contains="not a usable wassette-state database"
+    )
 
 
 def test_another_applications_database_is_not_altered(env: Env) -> None:
@@ -238,7 +240,9 @@ def test_another_applications_database_is_not_altered(env: Env) -> None:
         c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
         c.execute("INSERT INTO notes (body) VALUES ('precious')")
         c.commit()
-    assert_refused(env, env.run("env", "set", "A=1"), code=2, contains="not a wassette-state database")
+    assert_refused(
+        env, env.run("env", "set", "A=1"), code=2, contains="not a wassette-state database"
+    )
     with pytest.raises(ValidationError, match=r"has tables \(notes\)"):
         env.store()
     with closing(sqlite3.connect(env.db)) as c:

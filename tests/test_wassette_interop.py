@@ -334,3 +334,41 @@ def test_reset_through_wassette_and_through_us_end_the_same(
     ok(wassette.env.run("state", "sync"))
     [event] = cli_history(wassette.env, "--type", "policy.detached")
     assert event["actor"] == "filesystem"
+
+
+# ------------------------------------------------------------------ races with Wassette's writes
+
+
+def test_a_wassette_grant_is_recorded_before_our_change_overwrites_the_file(
+    env: Env, wassette: Any
+) -> None:
+    fx.write_component(env.root / "c.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "c.wasm")))
+    ok(env.run("permission", "grant", "network", "c", "ours.example.com"))
+    wassette.ok("permission", "grant", "network", "c", "theirs.example.com")  # not synced
+    ok(env.run("permission", "grant", "storage", "c", "fs:///data", "--access", "read"))
+
+    rows = cli_history(env, "--type", "policy.")
+    assert [(r["actor"], r["kind"]) for r in rows[-2:]] == [
+        ("filesystem", "sync"),
+        ("tester@test", "change"),
+    ]
+    assert rows[-2]["data"]["change"]["added"] == ["allow network host=theirs.example.com"]
+    text = (env.component_dir / "c.policy.yaml").read_text()
+    for rule in ("ours.example.com", "theirs.example.com", "fs:///data"):
+        assert rule in text, text
+    # and a rollback to before Wassette's grant takes exactly that grant away
+    ok(env.run("rollback", "--to", f"seq:{rows[-2]['seq'] - 1}", "--yes"))
+    text = (env.component_dir / "c.policy.yaml").read_text()
+    assert "ours.example.com" in text and "theirs.example.com" not in text
+
+
+def test_detach_after_wassette_changed_the_files_records_the_change_first(
+    env: Env, wassette: Any
+) -> None:
+    fx.write_component(env.root / "c.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "c.wasm")))
+    wassette.ok("permission", "grant", "network", "c", "theirs.example.com")
+    ok(env.run("component", "detach", "c"))
+    kinds = [(r["kind"], r["type"]) for r in cli_history(env)][-2:]
+    assert kinds == [("sync", "policy.attached"), ("change", "component.detached")]

@@ -1,0 +1,127 @@
+"""Races between processes and with the files: what a command reports and what it leaves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests import wasm_fixtures as fx
+from tests.conftest import Env, cli_history, ok, wassette_exe
+
+
+def test_a_file_error_after_the_commit_says_what_was_committed(env: Env) -> None:
+    fx.write_component(env.root / "c.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "c.wasm")))
+    res = env.run(
+        "permission",
+        "grant",
+        "network",
+        "c",
+        "api.example.com",
+        extra_env={"WASSETTE_STATE_FAULT": "component-file:eacces"},
+    )
+    assert res.code == 5, res
+    [line] = res.err.strip().splitlines()
+    assert line.startswith("Error: recorded as tx 2, but writing Wassette's files failed ("), line
+    assert "c.policy.yaml: Permission denied" in line and "the next command repairs" in line
+    assert not (env.component_dir / "c.policy.yaml").exists()
+    ok(env.run("env", "set", "UNRELATED=1"))  # any next command repairs
+    assert "api.example.com" in (env.component_dir / "c.policy.yaml").read_text()
+
+
+def test_a_writer_blocked_by_a_long_write_waits_once(env: Env) -> None:
+    fx.write_component(env.root / "c.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "c.wasm")))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(30)",
+            str(env.db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        res = env.run(
+            "permission",  # safe to re-decide, so it retries lost races (not lock waits)
+            "grant",
+            "network",
+            "c",
+            "api.example.com",
+            extra_env={"WASSETTE_BUSY_TIMEOUT_MS": "1000"},
+        )
+        took = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.code == 3, res
+    assert res.err.strip().startswith("Error: the store is busy"), res.err
+    # one bounded wait of 1 s (plus start-up), not one per retry (20 s)
+    assert took < 10, took
+
+
+def test_sync_never_takes_a_committed_attach_for_a_deleted_component(env: Env) -> None:
+    """attach commits, then stalls before writing its files; a sync that checked the files
+    just before that commit scans just after it. The component must not be recorded as gone."""
+    fx.write_component(env.root / "a.wasm", "simple")
+    fx.write_component(env.root / "b.wasm", "weather")
+    ok(env.run("component", "attach", str(env.root / "a.wasm")))
+    trace = env.root / "faults.log"
+
+    def start(*args: str, fault: str) -> subprocess.Popen[str]:
+        environ = {
+            **env_vars(env),
+            "WASSETTE_STATE_FAULT": fault,
+            "WASSETTE_STATE_FAULT_SLEEP": "4",
+            "WASSETTE_STATE_FAULT_LOG": str(trace),
+        }
+        return subprocess.Popen(
+            [wassette_exe(), *args],
+            env=environ,
+            cwd=env.root,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    sync = start("state", "sync", fault="sync-scan:sleep")
+    wait_for(trace, "fire sync-scan sleep")
+    attach = start("component", "attach", str(env.root / "b.wasm"), fault="committed:sleep")
+    _, err_sync = sync.communicate(timeout=60)
+    _, err_attach = attach.communicate(timeout=60)
+    assert attach.returncode == 0, err_attach
+    assert sync.returncode == 0, err_sync
+    assert [r["type"] for r in cli_history(env) if r["kind"] == "sync"] == []
+    assert (env.component_dir / "b.wasm").is_file()
+    assert "b" in ok(env.run("component", "list")).out
+
+
+def env_vars(env: Env) -> dict[str, str]:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
+    base.update(
+        WASSETTE_STATE_DB=str(env.db),
+        WASSETTE_COMPONENT_DIR=str(env.component_dir),
+        WASSETTE_SECRETS_DIR=str(env.secrets_dir),
+        WASSETTE_ACTOR="tester@test",
+        HOME=str(env.root / "home"),
+        XDG_DATA_HOME=str(env.root / "xdg-data"),
+        XDG_CONFIG_HOME=str(env.root / "xdg-config"),
+    )
+    return base
+
+
+def wait_for(trace: Path, line: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if trace.exists() and line in trace.read_text().splitlines():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{line!r} never reached")
