@@ -107,6 +107,8 @@ class Store:
                     conn, only=targets if ids is not None else None, settings=env
                 )
                 seq = log.head(conn)[0]
+                if ids is None:
+                    targets -= _log_says_exist(conn, targets - set(state.components))
             if ids is None:
                 # A writer killed mid-write left its marker behind, so its temp files are
                 # always found by the full repair that the lagging marker triggers.
@@ -388,7 +390,27 @@ class Store:
                     yield se
 
             readmodel.write_all(conn, readmodel.derive(counted(), validate=False))
-            return count
+        # The files follow the rebuilt read models (a lost row may have kept them from it).
+        self.materialize(None)
+        return count
+
+
+def _log_says_exist(conn: Connection, ids: set[str]) -> set[str]:
+    """Of components the read models lack, those whose last event is not a detach: a repair
+    must not delete their files (a lost read-model row is not a detach; rebuild repairs it)."""
+    alive = set()
+    for cid in sorted(ids):
+        last = log.read(conn, log.Query(stream=cid, limit=1, reverse=True))
+        if last and last[0].type != "component.detached":
+            alive.add(cid)
+    if alive:
+        logger.warning(
+            "the read models lack %d component(s) the log has (%s); their files are kept: "
+            "run 'wassette-state rebuild'",
+            len(alive),
+            ", ".join(sorted(alive)[:5]),
+        )
+    return alive
 
 
 def _check_scope(scope: set[str], new: list[ev.Event]) -> None:

@@ -125,3 +125,27 @@ def wait_for(trace: Path, line: str, timeout: float = 30) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{line!r} never reached")
+
+
+def test_repair_never_deletes_what_the_log_says_exists_and_rebuild_restores(env: Env) -> None:
+    import json
+
+    from tests.conftest import raw_db
+
+    fx.write_component(env.root / "c.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "c.wasm")))
+    wasm = env.component_dir / "c.wasm"
+    data = wasm.read_bytes()
+    with raw_db(env.db) as conn:  # a lost read-model row (the log still has the attach)
+        conn.execute("DELETE FROM component_versions WHERE component_id = 'c'")
+    marker = env.db.parent / "materialized.json"
+    doc = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**doc, "seq": 0}))  # and a crash before the marker caught up
+
+    res = ok(env.run("env", "set", "UNRELATED=1"))
+    assert wasm.read_bytes() == data, "the repair deleted files of a component the log has"
+    assert "rebuild" in res.err
+    wasm.unlink()
+    ok(env.run("rebuild"))
+    assert wasm.read_bytes() == data  # rebuild writes the files back
+    assert "c" in ok(env.run("component", "list")).out
