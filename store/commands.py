@@ -156,7 +156,7 @@ def introspect_cached(store: Store, data: bytes, digest: str, label: str) -> Any
     cache = (
         store.settings.data_dir / "cache" / f"tools-v{wasm.DERIVATION_VERSION}" / f"{digest}.json"
     )
-    raw = fsutil.read_if_file(cache)
+    raw = fsutil.read_if_file(cache) if fsutil.private_file(cache) else None
     if raw is not None:
         try:
             doc = json.loads(raw)

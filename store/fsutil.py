@@ -19,12 +19,38 @@ def ensure_dir(path: Path, mode: int = 0o755) -> None:
 
         raise ValidationError(f"{path} is a symbolic link; refusing to write through it")
     created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    missing = []
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for new in reversed(missing):  # each with exactly `mode`, whatever the umask
+        with contextlib.suppress(FileExistsError):
+            new.mkdir(mode=mode)
+            os.chmod(new, mode)
     if created:  # the new directory's own entry survives a crash too
         _fsync_dir(path.parent)
     current = path.stat().st_mode & 0o777
     if current & ~mode:
         os.chmod(path, current & mode)
+
+
+def private_file(path: Path) -> bool:
+    """Whether only this user could have written `path` and its directory (a cache entry is
+    trusted only then: another local user must not be able to plant tool schemas)."""
+    try:
+        st, dst = os.lstat(path), os.stat(path.parent)
+    except OSError:
+        return False
+    import stat
+
+    me = os.geteuid()
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == me
+        and dst.st_uid == me
+        and not (st.st_mode | dst.st_mode) & 0o022
+    )
 
 
 def atomic_write(
