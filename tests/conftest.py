@@ -72,14 +72,9 @@ class Env:
 
         return Store(self.settings(actor))  # type: ignore[arg-type]
 
-    def run(
-        self,
-        *args: str,
-        input: str | None = None,
-        actor: str = "tester@test",
-        extra_env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> Result:
+    def environ(self, actor: str = "tester@test", **extra: str) -> dict[str, str]:
+        """The environment the CLI runs in for this store (for `run`, and for children a test
+        starts itself)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
         env.update(
             WASSETTE_STATE_DB=str(self.db),
@@ -90,13 +85,23 @@ class Env:
             XDG_DATA_HOME=str(self.root / "xdg-data"),
             XDG_CONFIG_HOME=str(self.root / "xdg-config"),
         )
-        env.update(extra_env or {})
+        env.update(extra)
+        return env
+
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        actor: str = "tester@test",
+        extra_env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Result:
         proc = subprocess.run(
             [wassette_exe(), *args],
             input=input,
             capture_output=True,
             text=True,
-            env=env,
+            env=self.environ(actor, **(extra_env or {})),
             cwd=cwd or self.root,
             timeout=120,
         )

@@ -76,7 +76,7 @@ def test_sync_never_takes_a_committed_attach_for_a_deleted_component(env: Env) -
 
     def start(*args: str, fault: str) -> subprocess.Popen[str]:
         environ = {
-            **env_vars(env),
+            **env.environ(),
             "WASSETTE_STATE_FAULT": fault,
             "WASSETTE_STATE_FAULT_SLEEP": "4",
             "WASSETTE_STATE_FAULT_LOG": str(trace),
@@ -100,22 +100,6 @@ def test_sync_never_takes_a_committed_attach_for_a_deleted_component(env: Env) -
     assert [r["type"] for r in cli_history(env) if r["kind"] == "sync"] == []
     assert (env.component_dir / "b.wasm").is_file()
     assert "b" in ok(env.run("component", "list")).out
-
-
-def env_vars(env: Env) -> dict[str, str]:
-    import os
-
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
-    base.update(
-        WASSETTE_STATE_DB=str(env.db),
-        WASSETTE_COMPONENT_DIR=str(env.component_dir),
-        WASSETTE_SECRETS_DIR=str(env.secrets_dir),
-        WASSETTE_ACTOR="tester@test",
-        HOME=str(env.root / "home"),
-        XDG_DATA_HOME=str(env.root / "xdg-data"),
-        XDG_CONFIG_HOME=str(env.root / "xdg-config"),
-    )
-    return base
 
 
 def wait_for(trace: Path, line: str, timeout: float = 30) -> None:

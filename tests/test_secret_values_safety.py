@@ -73,20 +73,6 @@ def assert_no_value_in_store(env: Env, *outputs: Result) -> None:
                 assert value.encode() not in data, f"{value} is in {p}"
 
 
-def child_env(env: Env) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
-    out.update(
-        WASSETTE_STATE_DB=str(env.db),
-        WASSETTE_COMPONENT_DIR=str(env.component_dir),
-        WASSETTE_SECRETS_DIR=str(env.secrets_dir),
-        WASSETTE_ACTOR="tester@test",
-        HOME=str(env.root / "home"),
-        XDG_DATA_HOME=str(env.root / "xdg-data"),
-        XDG_CONFIG_HOME=str(env.root / "xdg-config"),
-    )
-    return out
-
-
 # The CLI in a child whose first database commit is followed at once by SIGKILL: a kill in
 # the window between a command's commit and its file writes.
 KILL_AFTER_COMMIT = """
@@ -108,7 +94,7 @@ main()
 def run_killed_after_commit(env: Env, *args: str) -> int:
     proc = subprocess.run(
         [sys.executable, "-c", KILL_AFTER_COMMIT, *args],
-        env=child_env(env),
+        env=env.environ(),
         cwd=env.root,
         capture_output=True,
         text=True,
@@ -292,7 +278,7 @@ def test_import_prune_removes_values_of_components_that_leave(env: Env) -> None:
     ok(env.run("component", "detach", "c", "--keep-secret-values"))
     ok(env.run("state", "export", str(env.root / "only-a.json")))
     ok(env.run("state", "undo", "--yes"))
-    kept = ok(env.run("state", "import", str(env.root / "only-a.json"), "--prune"))
+    kept = ok(env.run("state", "import", str(env.root / "only-a.json"), "--prune", "--yes"))
     assert declared(env, "c") is None
     assert not secret_files.secrets_file(env.secrets_dir, "c").exists()
     assert values(env, "a") == {"API_KEY": OLD}
@@ -304,6 +290,7 @@ def test_import_prune_removes_values_of_components_that_leave(env: Env) -> None:
             "import",
             str(env.root / "only-a.json"),
             "--prune",
+            "--yes",
             "--keep-secret-values",
         )
     )
