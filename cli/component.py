@@ -117,5 +117,5 @@ def inspect(app: App, component_id: str) -> None:
     ]
     tools = comp.metadata.get("tool_schemas") or []
     rows = [(t.get("name"), t.get("description", "")) for t in tools if isinstance(t, dict)]
-    lines.append(table(["tool", "description"], rows, max_width=80) if rows else "no tools")
+    lines.append(table(["tool", "description"], rows) if rows else "no tools")
     emit(data, app.output, "\n".join(lines))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -16,6 +17,8 @@ VERSION = "0.1.0"
 # `table` is Wassette's name for the text table (`wassette component list -o table`).
 OUTPUT_FORMATS = ("text", "json", "yaml", "table")
 OUTPUT_NAMES = ("-o", "--output", "--output-format")  # the last is Wassette's spelling
+
+TYPED = "wassette_state.typed"  # ctx.meta: the command line from the subcommand on
 
 # The `state` commands that are also top-level (`wassette-state export FILE`), in help order.
 STATE_SHORTCUTS = (
@@ -61,6 +64,25 @@ class App:
             )
         return self._settings
 
+    def command_line(self, ctx: click.Context | None) -> str | None:
+        """The command as typed, for the log: from the subcommand on, with what may be a
+        secret left out (the values of `secret set`/`env set` KEY=VALUE arguments, which
+        record the key names, and passwords in URLs)."""
+        typed = ctx.meta.get(TYPED) if ctx is not None else None
+        if typed is None or ctx is None:
+            return None
+        import re
+        import shlex
+
+        words = ctx.command_path.split()[1:]
+        assigning = words[-2:] in (["secret", "set"], ["env", "set"])
+        out = []
+        for arg in typed:
+            if assigning and "=" in arg and not arg.startswith("-"):
+                arg = arg.partition("=")[0]
+            out.append(re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:…@", arg))
+        return shlex.join(out)
+
     @property
     def command_prefix(self) -> str:
         """`wassette-state` plus the location options in use, so printed commands hit this store."""
@@ -80,6 +102,8 @@ class App:
 
             ctx = click.get_current_context(silent=True)
             self._store = Store(self.settings, writing=ctx is None or writes(ctx))
+            self._store.command_line = self.command_line(ctx)
+            _CURRENT["store"] = self._store
         return self._store
 
     def close(self) -> None:
@@ -88,6 +112,9 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+# The store the running command opened, for the message of a Ctrl-C (see main).
+_CURRENT: dict[str, Any] = {}
 
 # Commands that only read the store (also `--dry-run`s): they never create a store, and they
 # work on a read-only copy of one.
@@ -145,6 +172,14 @@ def component_dir_option(f: Any) -> Any:
 class TopGroup(click.Group):
     """The top level: the command groups, then the `state` commands it also takes directly."""
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # `args` is the command line from the subcommand on, as typed (global options before
+        # it name the store, not the change): what a transaction records as its command.
+        ctx.meta[TYPED] = list(args)
+        return super().resolve_command(ctx, args)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         found = {n: self.get_command(ctx, n) for n in self.list_commands(ctx)}
         listed = {n: c for n, c in found.items() if c is not None and not c.hidden}
@@ -189,6 +224,7 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
         logging.basicConfig(
             level=logging.INFO, format="wassette-state: %(message)s", stream=sys.stderr
         )
+    _log_safely(opts["verbose"])
     app = App(**opts)
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -217,34 +253,118 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every refusal is one `Error:` line and an exit code from the design."""
+    from wassette_state.cli.output import OutputFailed, escape
     from wassette_state.store.errors import StoreError
 
+    def fail(message: str, code: int) -> NoReturn:
+        click.echo(f"Error: {escape(message)}", err=True)
+        sys.exit(code)
+
+    _CURRENT.clear()
     try:
         cli.main(args=argv, prog_name="wassette-state", standalone_mode=False)
+        _flush_stdout()  # a write that fails only here must not pass for success
+    except click.exceptions.NoArgsIsHelpError as e:  # a group without a subcommand: its help
+        click.echo(e.ctx.get_help(), err=True)
+        sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.Abort:
-        click.echo("Error: aborted", err=True)
-        sys.exit(1)
+    except click.Abort as e:
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt):
+            fail(_interrupted(), 130)
+        fail("aborted", 1)
     except click.ClickException as e:
-        msg = e.format_message().replace("\n", " ")
-        click.echo(f"Error: {msg}", err=True)
-        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+        code = 2 if isinstance(e, click.UsageError) else e.exit_code
+        fail(e.format_message().replace("\n", " "), code)
     except StoreError as e:
-        click.echo(f"Error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
-        sys.exit(e.exit_code)
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
     except KeyboardInterrupt:
-        click.echo("Error: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
+        fail(_interrupted(), 130)
+    except (OutputFailed, BrokenPipeError) as e:
+        _quiet_stdout()
+        error = e.error if isinstance(e, OutputFailed) else e
+        if error.errno == errno.EPIPE:
+            # The reader went away (`| head`): no message, and no success either; 141 is
+            # what a process killed by SIGPIPE reports, as `cat` or `git log` do.
+            sys.exit(128 + 13)
+        fail(f"cannot write the output: {e}", 1)
     except Exception as e:  # never a traceback on the terminal: it could carry a secret value
-        if os.environ.get("WASSETTE_DEBUG") == "1":
-            raise
-        click.echo(
-            f"Error: unexpected failure ({type(e).__name__}); rerun with WASSETTE_DEBUG=1 "
-            "for details",
-            err=True,
-        )
-        sys.exit(1)
+        _unexpected(e)
     sys.exit(0)
+
+
+def _unexpected(e: BaseException) -> NoReturn:
+    if os.environ.get("WASSETTE_DEBUG") == "1":
+        raise e
+    click.echo(
+        f"Error: unexpected failure ({type(e).__name__}); rerun with WASSETTE_DEBUG=1 for details",
+        err=True,
+    )
+    sys.exit(1)
+
+
+def _flush_stdout() -> None:
+    from wassette_state.cli.output import OutputFailed
+
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        raise OutputFailed(e) from None
+
+
+def _quiet_stdout() -> None:
+    """Nothing more reaches stdout (the interpreter's own flush at exit would fail again)."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _interrupted() -> str:
+    """Ctrl-C: what this process recorded before it, so nobody takes it for 'nothing done'."""
+    store = _CURRENT.get("store")
+    if store is not None and store.committing:
+        return (
+            "interrupted while recording the change; 'wassette-state history' shows whether "
+            "it was recorded"
+        )
+    if store is not None and store.last_tx is not None:
+        return (
+            f"interrupted after tx {store.last_tx} was recorded; the next command brings the "
+            "files up to date"
+        )
+    return "interrupted; nothing was recorded"
+
+
+def _log_safely(verbose: bool) -> None:
+    """The store's messages (paths, ids) reach stderr with control characters escaped:
+    warnings always, everything with -v."""
+    import logging
+
+    from wassette_state.cli.output import escape
+
+    class Escaping(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return escape(super().format(record))
+
+    class Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+        @property  # type: ignore[override]
+        def stream(self) -> Any:  # sys.stderr as it is when the record is written
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _value: Any) -> None:
+            pass
+
+    logger = logging.getLogger("wassette")
+    for old in [h for h in logger.handlers if type(h).__name__ == "Stderr"]:
+        logger.removeHandler(old)
+    handler = Stderr()
+    handler.setFormatter(Escaping("wassette-state: %(message)s" if verbose else "%(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.addHandler(handler)
+    logger.propagate = False  # the root logger (-v) prints the others' messages, not these
+    if verbose:
+        logger.setLevel(logging.INFO)

@@ -27,8 +27,9 @@ def export(
     wasm_dir: str | None,
     component_dir: str | None,
     secrets_dir: str | None,
+    fmt: str | None = None,
 ) -> None:
-    from wassette_state.cli.output import iso_us
+    from wassette_state.cli.output import escape, iso_us, warn
     from wassette_state.cli.state import _point, warn_drift
     from wassette_state.store import log, readmodel
     from wassette_state.store.errors import ValidationError
@@ -51,16 +52,16 @@ def export(
         state = readmodel.state_at(conn, seq)
         at_us = log.time_of_seq(conn, seq) if seq else None
     warn_drift(app, files=seq == store.head_seq())
-    result = export_manifest(store, state, format_for(target), wasm_dir)
+    result = export_manifest(store, state, fmt or format_for(target), wasm_dir)  # type: ignore[arg-type]
     write_output(target, result.data)
     notes = [n.as_dict() for n in result.notes]
     for n in notes:
-        click.echo(f"Warning: not in the manifest: {note_line(n)}", err=True)
+        warn(f"not in the manifest: {note_line(n)}")
     plural = "s" if result.components != 1 else ""
     if target != "-":
         click.echo(
             f"exported {result.components} component{plural} as a Wassette provisioning "
-            f"manifest as of seq {seq} to {target}"
+            f"manifest as of seq {seq} to {escape(target)}"
             + (f" ({len(notes)} thing(s) it cannot carry, listed above)" if notes else ""),
             err=True,
         )
@@ -86,5 +87,7 @@ def warn_not_imported(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The import's `not_imported` list, each also a warning line on stderr."""
     ignored: list[dict[str, Any]] = list(summary.get("ignored") or [])
     for n in ignored:
-        click.echo(f"Warning: not imported: {note_line(n)}", err=True)
+        from wassette_state.cli.output import warn
+
+        warn(f"not imported: {note_line(n)}")
     return ignored

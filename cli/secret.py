@@ -144,8 +144,7 @@ def secret_list(app: App, component_id: str, show_values: bool, yes: bool) -> No
         rows.append(row)
     headers = ["key", "status"] + (["value"] if show_values else [])
     # Values asked for are printed whole: a clipped token would be silently wrong when copied.
-    width = 1 << 20 if show_values else 200
-    emit(data, app.output, table(headers, rows, width) if rows else "no secrets")
+    emit(data, app.output, table(headers, rows, clip=not show_values) if rows else "no secrets")
 
 
 @secret.command("delete")
@@ -197,4 +196,4 @@ def env_list(app: App) -> None:
     """List environment variables."""
     environment = app.store.state(scope=set()).environment
     rows = sorted(environment.items())
-    emit(dict(rows), app.output, table(["key", "value"], rows, 200) if rows else "no variables")
+    emit(dict(rows), app.output, table(["key", "value"], rows) if rows else "no variables")

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from wassette_state.cli.main import App, output_option, pass_app
-from wassette_state.cli.output import emit, iso_us, table
+from wassette_state.cli.output import emit, iso_us, table, warn
 
 
 @click.group()
@@ -103,41 +103,73 @@ def history(
     with app.store.reading() as conn:
         from_seq = resolve_point(conn, since) + 1 if since is not None else None
         to_seq = resolve_point(conn, until) if until is not None else None
-        from wassette_state.store import log
+        query = Query(
+            from_seq=from_seq,
+            to_seq=to_seq,
+            stream=component,
+            type_prefix=type_,
+            actor=actor,
+            tx_id=tx,
+            limit=limit,
+            reverse=reverse,
+        )
+        if app.output in ("json", "yaml"):
+            # Streamed: one page of the log in memory at a time, each event written as it
+            # comes, whatever the length of the log.
+            from wassette_state.cli.output import emit_list
 
-        events = log.read(
-            conn,
-            Query(
-                from_seq=from_seq,
-                to_seq=to_seq,
-                stream=component,
-                type_prefix=type_,
-                actor=actor,
-                tx_id=tx,
-                limit=limit,
-                reverse=reverse,
-            ),
-        )
-    data = [event_json(se) for se in events]
-    rows = [
-        (
-            se.seq,
-            se.tx_id,
-            iso_us(se.recorded_at)[:19].replace("T", " "),
-            se.actor,
-            se.kind,
-            se.type,
-            se.component_id or "-",
-            _summary(se),
-        )
-        for se in events
-    ]
+            emit_list((event_json(se) for se in _pages(conn, query)), app.output)
+            return
+        rows = [
+            (
+                se.seq,
+                se.tx_id,
+                iso_us(se.recorded_at)[:19].replace("T", " "),
+                se.actor,
+                se.kind,
+                se.type,
+                se.component_id or "-",
+                _summary(se),
+            )
+            for se in _pages(conn, query)
+        ]
     text = (
         table(["seq", "tx", "time (utc)", "actor", "kind", "type", "component", "detail"], rows)
         if rows
         else "no events"
     )
-    emit(data, app.output, text)
+    emit(None, "text", text)
+
+
+HISTORY_PAGE = 64  # events read at a time (an attach's metadata can be large)
+
+
+def _pages(conn: Any, query: Any) -> Any:
+    """The events `query` selects, read a page at a time (same order, same limit)."""
+    import dataclasses
+
+    from wassette_state.store import log
+
+    left = query.limit
+    bound = None
+    while left is None or left > 0:
+        page = HISTORY_PAGE if left is None else min(HISTORY_PAGE, left)
+        if bound is None:
+            q = dataclasses.replace(query, limit=page)
+        elif query.reverse:
+            upper = bound - 1 if query.to_seq is None else min(query.to_seq, bound - 1)
+            q = dataclasses.replace(query, to_seq=upper, limit=page)
+        else:
+            lower = bound + 1 if query.from_seq is None else max(query.from_seq, bound + 1)
+            q = dataclasses.replace(query, from_seq=lower, limit=page)
+        events = log.read(conn, q)
+        yield from events
+        if len(events) < page:
+            return
+        bound = events[-1].seq
+        if left is not None:
+            left -= len(events)
+        del events
 
 
 @state.command(short_help="Check the hash chain, read models and database (exit 4 if bad).")
@@ -161,7 +193,7 @@ def verify(app: App) -> None:
         "warnings": report.warnings,
     }
     for w in report.warnings:
-        click.echo(f"Warning: {w}", err=True)
+        warn(w)
     if not report.ok:
         if app.output != "text":
             emit(data, app.output)
@@ -253,6 +285,12 @@ def snapshot_doc(
     metavar="DIR",
     help="(manifest) Write each component's wasm here as <id>.wasm and point the manifest at it.",
 )
+@click.option(
+    "--yaml/--json",
+    "as_yaml",
+    default=None,
+    help="Write YAML / JSON whatever FILE is called (default: YAML for .yaml/.yml, else JSON).",
+)
 @output_option
 @pass_app
 def export_cmd(
@@ -263,8 +301,10 @@ def export_cmd(
     secrets_dir: str | None,
     format_: str,
     wasm_dir: str | None,
+    as_yaml: bool | None,
 ) -> None:
-    """Write a Wassette-compatible snapshot (YAML for .yaml/.yml, else JSON; - for stdout).
+    """Write a Wassette-compatible snapshot (YAML for .yaml/.yml, else JSON; - for stdout,
+    --yaml for YAML there).
 
     With --format manifest: a provisioning manifest that a stock 'wassette serve --manifest
     FILE' provisions into the same components, tools and permissions; what a manifest cannot
@@ -275,27 +315,31 @@ def export_cmd(
       wassette-state state export state.yaml
       wassette-state state export backup.json --at 2026-11-25T10:00:00Z
       wassette-state state export deploy.yaml --format manifest --at tag:release
+      wassette-state state export - --yaml | less
     """
+    from wassette_state.store.snapshot import format_for
+
+    fmt = format_for(target) if as_yaml is None else "yaml" if as_yaml else "json"
     if format_ == "manifest":
         from wassette_state.cli.manifest import export
 
-        export(app, target, at, wasm_dir, component_dir, secrets_dir)
+        export(app, target, at, wasm_dir, component_dir, secrets_dir, fmt)
         return
     if wasm_dir is not None:
         raise click.UsageError("--wasm-dir goes with --format manifest")
     from wassette_state.store.exporter import render_state_json, render_state_yaml, write_output
-    from wassette_state.store.snapshot import format_for
 
-    fmt = format_for(target)
     doc = snapshot_doc(app, at, component_dir, secrets_dir, lazy=True)
     warn_drift(app, files=doc["as_of"]["seq"] == app.store.head_seq())
     data = render_state_yaml(doc) if fmt == "yaml" else render_state_json(doc)
     write_output(target, data)
     if target != "-":
+        from wassette_state.cli.output import escape
+
         n = len(doc["components"])
         click.echo(
             f"exported {n} component{'s' if n != 1 else ''} as of seq {doc['as_of']['seq']} "
-            f"to {target}",
+            f"to {escape(target)}",
             err=True,
         )
 
@@ -310,12 +354,22 @@ def export_cmd(
     is_flag=True,
     help="Leave the values of secret keys it removes in the secrets files.",
 )
+@click.option("--yes", "-y", is_flag=True, help="With --prune: do not ask for confirmation.")
 @output_option
 @pass_app
 def import_cmd(
-    app: App, source: str, prune: bool, dry_run: bool, strict: bool, keep_secret_values: bool
+    app: App,
+    source: str,
+    prune: bool,
+    dry_run: bool,
+    strict: bool,
+    keep_secret_values: bool,
+    yes: bool,
 ) -> None:
     """Make the state match a snapshot (merge by default), as one audited transaction.
+
+    With --prune it also removes what the file does not have: on a terminal it asks first;
+    without one it needs --yes.
 
     \b
     Examples:
@@ -326,6 +380,7 @@ def import_cmd(
     from wassette_state.store.commands import secrets_needed
     from wassette_state.store.importer import run_import
 
+    confirm = _confirm(yes, dry_run, "import") if prune else None
     outcome = run_import(
         app.store,
         source,
@@ -333,6 +388,7 @@ def import_cmd(
         dry_run=dry_run,
         strict=strict,
         keep_secret_values=keep_secret_values,
+        confirm=confirm,
     )
     s = outcome.summary
     ids = sorted({e.component_id for e in outcome.events if e.component_id})
@@ -364,7 +420,7 @@ def import_cmd(
     for r in s["reports"]:
         lines.append(f"note: {r['component_id']}: {r['note']}")
     for sk in s["skipped"]:
-        click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
+        warn(f"skipped {sk['component_id']}: {sk['reason']}")
     if needed:
         lines.append("secret values needed (the state file carries key names only):")
         lines.extend(_needed_lines(app, needed))
@@ -405,18 +461,26 @@ def show(app: App, at: str | None) -> None:
     emit(doc, app.output, "\n".join(lines))
 
 
-def _confirm_on_tty(app: App, yes: bool) -> object:
-    from wassette_state.cli.output import is_tty
+def _confirm(yes: bool, dry_run: bool, what: str, noun: str | None = None) -> Any:
+    """How a change that removes things is confirmed: not at all with --yes or --dry-run;
+    on a terminal by asking (the plan first); without one, it is refused (as Wassette
+    cancels): nobody saw the plan. Checked before the store is opened."""
+    from wassette_state.cli.output import can_ask, escape
 
-    if yes or not is_tty():
+    if yes or dry_run:
         return None
+    if not can_ask():
+        raise click.UsageError(
+            f"{what} changes the state and there is no terminal to confirm it on: pass --yes "
+            "to apply it (--dry-run shows the plan)"
+        )
 
     def ask(plan: list[str]) -> bool:
         # stderr: stdout stays machine-readable with -o json
         click.echo("plan:", err=True)
         for p in plan:
-            click.echo(f"  {p}", err=True)
-        return click.confirm("apply this rollback?", default=False, err=True)
+            click.echo(f"  {escape(p)}", err=True)
+        return click.confirm(f"apply this {noun or what}?", default=False, err=True)
 
     return ask
 
@@ -473,7 +537,7 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
     if outcome.tx_id is not None:
         lines.append(f"recorded as tx {outcome.tx_id} ({plural(len(outcome.events), 'event')})")
     for sk in s.get("skipped", []):
-        click.echo(f"Warning: skipped {sk['component_id']}: {sk['reason']}", err=True)
+        warn(f"skipped {sk['component_id']}: {sk['reason']}")
     if needed:
         lines.append("secret values needed (values are never in the log):")
         lines.extend(_needed_lines(app, needed))
@@ -483,7 +547,9 @@ def _rollback_report(app: App, outcome: Any, label: str) -> None:
 @state.command(short_help="Return to the state at WHEN, as one new transaction.")
 @click.option("--to", "to", required=True, metavar="WHEN", help="The point to return to.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
 @click.option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
 @click.option(
     "--keep-secret-values",
@@ -504,12 +570,13 @@ def rollback(
     """
     from wassette_state.store.history import rollback as do
 
+    confirm = _confirm(yes, dry_run, "rollback")
     outcome = do(
         app.store,
         to,
         dry_run=dry_run,
         reason=reason,
-        confirm=_confirm_on_tty(app, yes),
+        confirm=confirm,
         keep_secret_values=keep_secret_values,
     )
     _rollback_report(app, outcome, "rollback")
@@ -517,7 +584,9 @@ def rollback(
 
 @state.command()
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
+)
 @click.option("--reason", metavar="TEXT", help="Why (kept in the audit log).")
 @click.option(
     "--keep-secret-values",
@@ -530,11 +599,12 @@ def undo(app: App, dry_run: bool, yes: bool, reason: str | None, keep_secret_val
     """Roll back the most recent transaction."""
     from wassette_state.store.history import undo as do
 
+    confirm = _confirm(yes, dry_run, "undo", "rollback")
     outcome = do(
         app.store,
         dry_run=dry_run,
         reason=reason,
-        confirm=_confirm_on_tty(app, yes),
+        confirm=confirm,
         keep_secret_values=keep_secret_values,
     )
     _rollback_report(app, outcome, "undo")
@@ -562,7 +632,14 @@ def diff(app: App, since: str, until: str | None) -> None:
         lazy = readmodel.LazyBodies(app.store.engine)
         changes = do(readmodel.state_at(conn, a, lazy=lazy), readmodel.state_at(conn, b, lazy=lazy))
     data = [c.as_dict() for c in changes]
-    rows = [(c.component_id or "-", c.field, _short(c.before), _short(c.after)) for c in changes]
+    rows: list[tuple[str, str, str, str]] = []
+    for c in changes:
+        cid = c.component_id or "-"
+        rows.append((cid, c.field, _short(c.before), _short(c.after)))
+        # a policy change: each rule it adds (after) and removes (before), one row each
+        rules = c.rules or {}
+        rows += [(cid, "policy rule", "-", r) for r in rules.get("added", [])]
+        rows += [(cid, "policy rule", r, "-") for r in rules.get("removed", [])]
     text = (
         f"seq {a} → seq {b}\n" + table(["component", "field", "before", "after"], rows)
         if rows
@@ -686,26 +763,20 @@ def warn_drift(app: App, files: bool = True) -> None:
     marker = app.store.read_marker()
     head = app.store.head_seq()
     if marker is not None and marker.get("seq", 0) > head:
-        click.echo(
-            f"Warning: the files were written for seq {marker['seq']} but the log ends at seq "
-            f"{head}: committed events are missing (truncated WAL or an older database copy?)",
-            err=True,
+        warn(
+            f"the files were written for seq {marker['seq']} but the log ends at seq "
+            f"{head}: committed events are missing (truncated WAL or an older database copy?)"
         )
         return
     if marker is not None and marker.get("seq") != head:
-        click.echo(
-            "Warning: the files lag behind the log (an interrupted command); the next change "
-            "repairs them",
-            err=True,
-        )
+        warn("the files lag behind the log (an interrupted command); the next change repairs them")
         return
     if not files:
         return
     drifts = find(app.store).drifts
     if drifts:
-        click.echo(
-            f"Warning: {len(drifts)} change(s) in the component/secrets dirs are not in the log "
+        warn(
+            f"{len(drifts)} change(s) in the component/secrets dirs are not in the log "
             f"(first: {drifts[0].component_id}: {drifts[0].what}); "
-            "run 'wassette-state state sync' to record them",
-            err=True,
+            "run 'wassette-state state sync' to record them"
         )

@@ -580,7 +580,8 @@ def env_unset(store: Store, keys: list[str]) -> Outcome:
         if "=" in k:  # KEY=VALUE where a name belongs: never repeated
             raise ValidationError(f"key {i}: a variable name, not KEY=VALUE (argument not shown)")
         check_env_key(k, f"key {i}")
-    missing = [k for k in keys if k not in store.state(scope=set()).environment]
+    environment = store.state(scope=set()).environment  # one read for all keys, not one per key
+    missing = [k for k in keys if k not in environment]
     if missing:
         raise NotFound(f"environment variable {missing[0]!r} is not set")
 

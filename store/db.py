@@ -47,7 +47,7 @@ def make_engine(url: str, *, synchronous: str = SYNCHRONOUS, read_uri: str | Non
     if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise StoreError(f"unknown synchronous mode {synchronous!r}")
     if read_uri is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         engine = create_engine(
             url,
             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
@@ -85,6 +85,31 @@ def make_engine(url: str, *, synchronous: str = SYNCHRONOUS, read_uri: str | Non
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def create_private(path: Path) -> None:
+    """Create the database file 0600 (and the dirs above it 0700) whatever the umask, before
+    SQLite does it 0644: a store holds policies and the environment, as an export does. SQLite
+    gives its -wal and -shm files the database file's mode. Existing files are left alone."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------ looking before opening

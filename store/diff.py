@@ -15,14 +15,20 @@ class Change:
     field: str
     before: Any
     after: Any
+    # A policy change: the rules it adds and removes (`policy.rule_changes`).
+    rules: dict[str, list[str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "component_id": self.component_id,
             "field": self.field,
             "before": self.before,
             "after": self.after,
         }
+        if self.rules is not None:
+            out["rules_added"] = self.rules["added"]
+            out["rules_removed"] = self.rules["removed"]
+        return out
 
 
 def _policy_view(c: Component | None) -> dict[str, Any] | None:
@@ -37,6 +43,8 @@ def _policy_view(c: Component | None) -> dict[str, Any] | None:
 
 def diff(a: State, b: State) -> list[Change]:
     """What differs from a to b: per component field, then env vars, then paths."""
+    from wassette_state.store.policy import rule_changes
+
     out: list[Change] = []
     for cid in sorted(set(a.components) | set(b.components)):
         ca, cb = a.components.get(cid), b.components.get(cid)
@@ -59,7 +67,10 @@ def diff(a: State, b: State) -> list[Change]:
             out.append(Change(cid, "metadata", "(previous metadata)", "(new metadata)"))
         pa, pb = _policy_view(ca), _policy_view(cb)
         if pa != pb:
-            out.append(Change(cid, "policy", pa, pb))
+            rules = rule_changes(
+                pa["policy_content"] if pa else None, pb["policy_content"] if pb else None
+            )
+            out.append(Change(cid, "policy", pa, pb, rules))
         ka = list(ca.secret_keys) if ca else []
         kb = list(cb.secret_keys) if cb else []
         if ka != kb:

@@ -77,7 +77,7 @@ def undo(
         dry_run,
         reason,
         confirm,
-        f"state undo (tx {last_tx})",
+        f"{store.command_line or 'state undo'} (tx {last_tx})",
         keep_secret_values,
     )
 

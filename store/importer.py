@@ -82,7 +82,12 @@ def read_source(source: str) -> tuple[bytes, str]:
         raise ValidationError(f"cannot read state file {path}: permission denied") from None
     except OSError as e:
         raise ValidationError(f"cannot read state file {path}: {e.strerror}") from None
-    return data, format_for(source)
+    if source.lower().endswith(".json"):
+        return data, "json"
+    if format_for(source) == "yaml":
+        return data, "yaml"
+    # Any other name (state.txt, a download): the content says; JSON starts with '{'.
+    return data, "json" if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{" else "yaml"
 
 
 def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
@@ -330,12 +335,18 @@ def run_import(
     dry_run: bool = False,
     strict: bool = False,
     keep_secret_values: bool = False,
+    confirm: Any = None,
 ) -> Outcome:
     """Values of secret keys the import removes leave the secrets files (with --prune, whole
-    files of components that leave), unless `keep_secret_values`."""
+    files of components that leave), unless `keep_secret_values`. `confirm(plan)` is asked
+    before anything is written when the import would change something."""
     from wassette_state.store import staging
 
     prepared = prepare(store, source, strict=strict)
+    if confirm is not None and not dry_run:
+        planned, plan = plan_events(store.state(), prepared, prune)
+        if planned and not confirm(plan):
+            raise ValidationError("import cancelled; nothing was changed")
     if not dry_run:
         for digest, data in prepared.blobs.items():
             store.blobs.put(data, digest)

@@ -79,6 +79,7 @@ _RULE_URI_EMPTY = "storage URI must not be empty"
 _RULE_URI_TRIPLE = "'***' is not allowed in a storage URI"
 _RULE_URI_DOUBLE = "'**' only as a whole path segment"
 _RULE_URI_STARS = "at most one '*' per path segment"
+_RULE_URI_PARENT = "no '..' path segment (a grant must not reach above the directory it names)"
 _RULE_ACCESS = "access must be a non-empty list of 'read'/'write'"
 _RULE_ACCESS_ITEM = "access must be 'read' or 'write'"
 _RULE_HOST_EMPTY = "host must not be empty"
@@ -134,11 +135,19 @@ def _check_uri(path: str, uri: Any) -> None:
         _fail(path, uri, _RULE_URI_EMPTY)
     if "***" in uri:
         _fail(path, uri, _RULE_URI_TRIPLE)
-    for segment in uri.split("/"):
+    for segment in uri.replace("\\", "/").split("/"):
+        if segment == ".." or _percent_decoded(segment) == "..":
+            _fail(path, uri, _RULE_URI_PARENT)
         if "**" in segment and segment != "**":
             _fail(path, uri, _RULE_URI_DOUBLE)
         if segment != "**" and segment.count("*") > 1:
             _fail(path, uri, _RULE_URI_STARS)
+
+
+def _percent_decoded(segment: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(segment) if "%" in segment else segment
 
 
 def _check_access(path: str, access: Any) -> list[str]:

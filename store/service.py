@@ -64,6 +64,13 @@ class Store:
                 f"{db._first_line(e.orig)}"
             ) from e
         self._lineage: str | None = None
+        # The command line as the user typed it (the CLI sets it, secret values left out): what
+        # the user's own transactions record instead of the library's description.
+        self.command_line: str | None = None
+        # For a Ctrl-C's message: the transaction this process recorded, or that one was
+        # being recorded when it came.
+        self.last_tx: int | None = None
+        self.committing = False
         self.blobs = files.BlobStore(settings.blob_dir)
         self._dirs_noted = False
         self._files_lock_held = False
@@ -308,13 +315,14 @@ class Store:
                 return Outcome(None, [], base, decision.summary)
             if stage is not None:  # secrets files: staged now, put in place after the commit
                 decision.details = {**decision.details, **stage.prepare(base, decision)}
+            self.committing = True
             try:
                 with db.write_tx(self.engine) as wconn, gc_paused():
                     appended = log.append(
                         wconn,
                         log.TxInfo(
                             actor=actor or self.settings.actor,
-                            command=command,
+                            command=self._recorded(command, actor),
                             kind=kind,
                             reason=reason,
                             details=decision.details,
@@ -333,7 +341,10 @@ class Store:
                 if not isinstance(e, ConflictError) or busy or attempt == attempts:
                     raise
                 logger.info("conflict on attempt %d; deciding again", attempt)
+                self.committing = False
                 continue
+            self.committing = False
+            self.last_tx = appended.tx_id
             if stage is not None:
                 stage.settle(True)
             logger.info(
@@ -363,6 +374,14 @@ class Store:
                 ) from e
             return Outcome(appended.tx_id, appended.events, state, decision.summary)
         raise StoreError("unreachable")  # pragma: no cover
+
+    def _recorded(self, command: str, actor: str | None) -> str:
+        """The user's command line when there is one (a command may extend it, as undo adds
+        the transaction it undoes); the library's description otherwise, and always for what
+        another actor records (sync's `filesystem`)."""
+        if self.command_line is None or actor is not None or command.startswith(self.command_line):
+            return command
+        return self.command_line
 
     def _with_paths(self, base: State, new: list[ev.Event]) -> list[ev.Event]:
         """The log records where the state is materialized, whenever that changes."""

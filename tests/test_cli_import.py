@@ -200,7 +200,7 @@ def test_merge_by_default_prune_for_exact_restore_and_dry_run_writes_nothing(
     assert st.environment == {"LOCAL": "1", "LOG_LEVEL": "info", "SHARED": "from-a"}
     assert merged["plan"] and "detach local" not in merged["plan"]
 
-    pruned, _ = import_json(b, source, "--prune")
+    pruned, _ = import_json(b, source, "--prune", "--yes")
     assert [e["type"] for e in pruned["events"]] == ["component.detached", "env.unset"]
     assert not any(p.name.startswith("local.") for p in b.component_dir.iterdir())
     b_doc = export_doc(b)

@@ -549,7 +549,7 @@ def test_prune_detaches_what_the_manifest_lacks_but_never_the_environment(
 ) -> None:
     seeded(env)
     path = write_manifest(env, render(fixture, GOOD["bare-star-host"]))
-    out = json.loads(ok(env.run("import", str(path), "--prune", "-o", "json")).out)
+    out = json.loads(ok(env.run("import", str(path), "--prune", "--yes", "-o", "json")).out)
     assert "detach seed" in out["plan"] and not any("env" in p for p in out["plan"])
     listed = json.loads(ok(env.run("env", "list", "-o", "json")).out)
     assert "LOG_LEVEL" in json.dumps(listed)

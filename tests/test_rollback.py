@@ -215,7 +215,7 @@ def test_undo_and_rollbacks_of_rollbacks(env: Env) -> None:
         commands.env_set(s, {"A": "2"})  # tx2
 
     # No --yes: stdin is not a terminal here, so there is no prompt.
-    text = ok(env.run("state", "undo", "--reason", "typo")).out
+    text = ok(env.run("state", "undo", "--reason", "typo", "--yes")).out
     assert "recorded as tx 3" in text
     assert state(env).environment == {"A": "1"}
 
@@ -236,8 +236,9 @@ def test_undo_and_rollbacks_of_rollbacks(env: Env) -> None:
         "rollback",
         "rollback",
     ]
-    assert txs[3].reason == "typo" and txs[3].command.startswith("state undo (tx 2)")
-    assert txs[4].reason is None and txs[4].command.startswith("state undo (tx 3)")
+    # the command as typed, and the transaction it undid
+    assert txs[3].reason == "typo" and txs[3].command == "state undo --reason typo --yes (tx 2)"
+    assert txs[4].reason is None and txs[4].command == "state undo --yes (tx 3)"
 
 
 def test_undo_on_an_empty_log_is_refused(env: Env) -> None:

@@ -53,7 +53,7 @@ COMMANDS = (
     Command("secret delete (a key)", ("secret", "delete", "d", "API_KEY")),
     Command("secret delete (the last key)", ("secret", "delete", "e", "ONLY")),
     Command("rollback", ("state", "rollback", "--to", "tag:before-other", "--yes")),
-    Command("import --prune", ("state", "import", "{root}/without-x.json", "--prune")),
+    Command("import --prune", ("state", "import", "{root}/without-x.json", "--prune", "--yes")),
     Command("component detach", ("component", "detach", "y")),
 )
 

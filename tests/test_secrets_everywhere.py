@@ -169,7 +169,7 @@ def test_no_secret_value_anywhere(env_factory, tmp_path: Path) -> None:  # type:
         # Import elsewhere (the wasm comes from its source file), both formats, then dry runs.
         rec.run(b, "state", "import", str(tmp_path / "out.json"))
         rec.run(b, "state", "import", str(tmp_path / "out.yaml"), "--dry-run")
-        rec.run(b, "state", "import", str(tmp_path / "out.yaml"), "--prune")
+        rec.run(b, "state", "import", str(tmp_path / "out.yaml"), "--prune", "--yes")
         rec.run(b, "secret", "list", "weather")
         # Roll back, undo, delete, a key added by hand and adopted by sync.
         rec.run(a, "state", "rollback", "--to", "tag:with-secrets", "--yes")
