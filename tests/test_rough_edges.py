@@ -18,6 +18,7 @@ import termios
 import time
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -526,6 +527,47 @@ def test_history_json_is_the_same_document(env: Env) -> None:
     ok(empty.run("env", "set", "A=1"))
     assert ok(empty.run("history", "-o", "json", "--type", "component.")).out == "[]\n"
     assert yaml.safe_load(ok(empty.run("history", "-o", "yaml", "--type", "x")).out) == []
+
+
+PAGED: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    ((), {}),
+    (("--limit", "100"), {"limit": 100}),
+    (("--reverse",), {"reverse": True}),
+    (("--reverse", "--limit", "70"), {"reverse": True, "limit": 70}),
+    (("--since", "seq:10", "--until", "seq:140"), {"from_seq": 11, "to_seq": 140}),
+    (
+        ("--since", "seq:10", "--until", "seq:140", "--reverse", "--limit", "129"),
+        {"from_seq": 11, "to_seq": 140, "reverse": True, "limit": 129},
+    ),
+    (("--type", "env.unset"), {"type_prefix": "env.unset"}),
+    (
+        ("--type", "env.set", "--reverse", "--limit", "65"),
+        {"type_prefix": "env.set", "reverse": True, "limit": 65},
+    ),
+    (("--tx", "2"), {"tx_id": 2}),
+]
+
+
+@pytest.mark.parametrize(("args", "query"), PAGED)
+def test_history_pages_read_what_one_query_read(
+    env: Env, args: tuple[str, ...], query: dict[str, Any]
+) -> None:
+    """Across page boundaries (64 events): the same events, order and limit as one read."""
+    import wassette_state.cli.main  # noqa: F401  (the CLI modules load in this order)
+    from tests.conftest import opened
+    from wassette_state.cli.state import HISTORY_PAGE, _pages, event_json
+    from wassette_state.store import log
+    from wassette_state.store.log import Query
+
+    ok(env.run("env", "set", *(f"K{i}={i}" for i in range(150))))
+    ok(env.run("env", "unset", *(f"K{i}" for i in range(0, 150, 2))))
+    assert HISTORY_PAGE < 65
+    got = json.loads(ok(env.run("history", "-o", "json", *args)).out)
+    q = Query(**query)
+    with opened(env) as store, store.reading() as conn:
+        expected = [event_json(se) for se in log.read(conn, q)]
+        assert [se.seq for se in _pages(conn, q)] == [e["seq"] for e in expected]
+    assert got == expected and len(expected) > 64
 
 
 def test_a_failed_write_is_no_success(env: Env) -> None:
