@@ -86,10 +86,10 @@ def emit_list(items: Iterable[Any], fmt: str) -> None:
     first = True
     for item in items:
         if fmt == "yaml":
-            out(_yaml([item]))
+            out(_yaml([item]), flush=False)
         else:
             body = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-            out(("[\n  " if first else ",\n  ") + safe_json(body))
+            out(("[\n  " if first else ",\n  ") + safe_json(body), flush=False)
         first = False
     if first:
         out("[]\n")
@@ -105,11 +105,12 @@ class OutputFailed(Exception):
         self.error = error
 
 
-def out(text: str) -> None:
+def out(text: str, flush: bool = True) -> None:
     """Write to stdout; a failed write is an error of its own (never an exit 0)."""
     try:
         sys.stdout.write(text)
-        sys.stdout.flush()
+        if flush:
+            sys.stdout.flush()
     except OSError as e:
         raise OutputFailed(e) from None
 
