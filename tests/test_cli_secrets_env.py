@@ -157,12 +157,17 @@ def test_rotation_is_an_event_and_missing_values_are_flagged(env: Env) -> None:
         ["TOKEN", "missing value"],
     ]
 
-    # Setting a value again completes it; the other key stays flagged.
+    # The next command that rewrites the file first records what was done to it by hand (as
+    # `state sync` would: keys gone from the file were deleted, STRAY was added), then its own.
     ok(env.run("secret", "set", "svc", "TOKEN=v3"))
     assert listing(env, "svc") == [
-        {"key": "OTHER", "declared": True, "has_value": False},
-        {"key": "STRAY", "declared": False, "has_value": True},
+        {"key": "STRAY", "declared": True, "has_value": True},
         {"key": "TOKEN", "declared": True, "has_value": True},
+    ]
+    drift = [e for e in cli_history(env) if e["actor"] == "filesystem"]
+    assert [(e["type"], e["data"]["keys"]) for e in drift] == [
+        ("secret.keys_set", ["STRAY"]),
+        ("secret.keys_deleted", ["OTHER", "TOKEN"]),
     ]
     assert yaml.safe_load(secrets_file.read_text()) == {"STRAY": "s", "TOKEN": "v3"}
 

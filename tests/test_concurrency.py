@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests import wasm_fixtures as fx
 from tests.conftest import REPO, Env
 from wassette_state.store import commands, log, readmodel
 from wassette_state.store import events as ev
@@ -222,7 +223,20 @@ def test_concurrent_cli_commands(env: Env) -> None:
     for i in range(4):
         cmd = ["env", "set", f"CLI{i}=v{i}"] if i % 2 else ["secret", "set", "w", f"K{i}=x"]
         procs.append(cmd)
-    store = seed(env)
+    # A real component on disk: the commands check the files they rewrite for drift first, and a
+    # component whose wasm is missing reads as one Wassette unloaded.
+    src = env.root / "inputs" / "w.wasm"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    fx.write_component(src, kind="simple")
+    assert (
+        subprocess.run(
+            [str(Path(sys.executable).parent / "wassette-state"), "component", "attach", str(src)],
+            env=cli_env(env),
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    store: Store = env.store()  # type: ignore[assignment]
     commands.env_set(store, {"BASE": "1"})
     store.close()
     script = [
