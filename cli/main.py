@@ -231,7 +231,7 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
 
 
 def _register() -> None:
-    from wassette_state.cli import component, policy, runtime, secret, state
+    from wassette_state.cli import component, policy, runtime, secret, state, watch
 
     for group in (
         component.component,
@@ -241,6 +241,7 @@ def _register() -> None:
         secret.env,
         state.state,
         runtime.start_command,
+        watch.watch,
     ):
         cli.add_command(group)
     # The same command objects once more at the top level: `export FILE` is `state export FILE`.

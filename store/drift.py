@@ -40,6 +40,17 @@ class Found:
     # components whose wasm is a link or not a file: never adopted, rewritten from the store
     relink: set[str] = field(default_factory=set)
 
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.events), len(self.drifts), len(self.stale_cwasm)
+
+    def unreadable(self, cid: str, mark: tuple[int, int, int], e: OSError) -> None:
+        """Forget what was found for `cid` since `mark`: one of its files could not be read,
+        so nothing of it is adopted (and no `.cwasm` of it removed) until it can be."""
+        del self.events[mark[0] :], self.drifts[mark[1] :], self.stale_cwasm[mark[2] :]
+        self.relink.discard(cid)
+        name = os.path.basename(e.filename) if isinstance(e.filename, str) else "a file"
+        self.drifts.append(Drift(cid, f"cannot read {name}: {e.strerror or e}", False))
+
 
 def _stamp(c: Component) -> tuple[int | None, int | None]:
     return c.metadata.stamp()
@@ -52,12 +63,17 @@ def detect(
     introspect: Any,
     last_secret_change: Any = None,
     known_only: bool = False,
+    unreadable_ok: bool = False,
 ) -> Found:
     """Compare files with the state; `introspect(data, sha, label)` derives tools of new bytes.
 
     `last_secret_change(id)` gives the time (µs) of the component's last secret event: a
     declared key missing from a secrets file written before that is waiting for a value (after
     an import or a rollback), not removed by hand.
+
+    `unreadable_ok`: a component with a file that cannot be read (EACCES, EIO...) is reported
+    as drift not adopted and left as it is, instead of failing the whole scan (`watch` must
+    keep recording the others).
     """
     found = Found([], [], {})
     # One listing per directory instead of two or three stat calls per file and a Path per
@@ -67,13 +83,18 @@ def detect(
     reader = _KeyReader()
     for cid in sorted(state.components):
         c = state.components[cid]
-        seen = len(found.events)
-        _component(c, components, introspect, found)
-        if len(found.events) > seen and any(
-            isinstance(e, ev.ComponentDetached) for e in found.events[seen:]
-        ):
-            continue  # its wasm is gone: the component leaves with its keys (no events after)
-        _secret_keys(c, secrets_dir, found, last_secret_change, secrets, reader)
+        mark = found.mark()
+        try:
+            _component(c, components, introspect, found)
+            if len(found.events) > mark[0] and any(
+                isinstance(e, ev.ComponentDetached) for e in found.events[mark[0] :]
+            ):
+                continue  # its wasm is gone: the component leaves with its keys (no events after)
+            _secret_keys(c, secrets_dir, found, last_secret_change, secrets, reader)
+        except OSError as e:
+            if not unreadable_ok:
+                raise
+            found.unreadable(cid, mark, e)
     if component_dir.is_dir() and not known_only:
         listed = components.entries
         entries = listed.values() if listed is not None else os.scandir(component_dir)
@@ -90,11 +111,17 @@ def detect(
                 # Never skipped without a word: the user learns which file is not adopted.
                 found.drifts.append(Drift(cid, f"component id {cid!r} refused ({ID_RULE})", False))
                 continue
-            if not _new_component(cid, Path(entry.path), components, introspect, found):
-                continue
-            _secret_keys(
-                Component(cid, "", "", Metadata({})), secrets_dir, found, None, secrets, reader
-            )
+            mark = found.mark()
+            try:
+                if not _new_component(cid, Path(entry.path), components, introspect, found):
+                    continue
+                _secret_keys(
+                    Component(cid, "", "", Metadata({})), secrets_dir, found, None, secrets, reader
+                )
+            except OSError as e:
+                if not unreadable_ok:
+                    raise
+                found.unreadable(cid, mark, e)
     return found
 
 
@@ -493,7 +520,9 @@ def find(store: Any, ids: set[str] | None = None) -> Found:
     return _found_for(store, store.state(scope=ids), known_only=ids is not None)
 
 
-def _found_for(store: Any, state: State, known_only: bool = False) -> Found:
+def _found_for(
+    store: Any, state: State, known_only: bool = False, unreadable_ok: bool = False
+) -> Found:
     """Drift between `state` and the files."""
     from wassette_state.store.commands import introspect_cached
 
@@ -516,6 +545,7 @@ def _found_for(store: Any, state: State, known_only: bool = False) -> Found:
         introspect,
         last_secret_change,
         known_only=known_only,
+        unreadable_ok=unreadable_ok,
     )
 
 
@@ -551,7 +581,7 @@ def record_first(store: Any, ids: set[str], command: str) -> None:
 SYNC_ATTEMPTS = 5
 
 
-def sync(store: Any) -> tuple[Any, list[Drift]]:
+def sync(store: Any, unreadable_ok: bool = False) -> tuple[Any, list[Drift]]:
     """Record adoptable drift as one `sync` transaction by the actor `filesystem`.
 
     The files lock is held from the repair through the scan to the commit, and the scan reads
@@ -569,7 +599,7 @@ def sync(store: Any) -> tuple[Any, list[Drift]]:
             marker = store.read_marker() or {}
             if head and marker.get("seq") != head:  # committed since the repair: again
                 continue
-            found = _found_for(store, base)
+            found = _found_for(store, base, unreadable_ok=unreadable_ok)
             for sha, data in found.blobs.items():
                 store.blobs.put(data, sha)
             for path in found.stale_cwasm:  # before anything is recorded: removing one is safe
