@@ -587,11 +587,16 @@ def sync(store: Any, unreadable_ok: bool = False) -> tuple[Any, list[Drift]]:
     The files lock is held from the repair through the scan to the commit, and the scan reads
     a state whose files are written: a command that committed but has not written its files
     yet (it waits for the lock) is never mistaken for files deleted by hand.
+
+    The secrets lock is taken first, in the order `secret delete` takes them (it holds the
+    secrets lock while its change writes the files): the repair may need it to settle staged
+    secrets files, and taking it under the files lock deadlocked against that command.
     """
+    from wassette_state.store import staging
     from wassette_state.store.errors import ConflictError
     from wassette_state.store.service import Decision
 
-    with store.files_locked():
+    with staging.locked(store), store.files_locked():
         for attempt in range(1, SYNC_ATTEMPTS + 1):
             store.repair_files()
             fsutil.fault("sync-scan")

@@ -164,10 +164,11 @@ class Watch:
             self._failures += 1
             delay = RETRY_S[min(self._failures, len(RETRY_S)) - 1]
             self._retry_at = time.monotonic() + delay
-            self._warn(f"{_message(e)}; retrying in {delay:g}s")
+            self._warn(f"{_message(e)}; retrying")
+            logger.info("scan failed; retrying in %gs", delay)
             return False
         if self._failures:
-            logger.warning("the scan succeeded again")
+            logger.info("the scan succeeded again")
         self._failures = 0
         self._retry_at = 0.0
         self._note(d for d in drifts if not d.adoptable)
@@ -190,6 +191,10 @@ class Watch:
 
 
 def _message(e: BaseException) -> str:
+    from wassette_state.store.errors import BusyError, ConflictError
+
+    if isinstance(e, (BusyError, ConflictError)):  # its own text names the CLI's timeout
+        return "the store is busy (another process is writing to it)"
     if isinstance(e, OSError):
         name = e.filename if isinstance(e.filename, str) else None
         return f"cannot read {name}: {e.strerror}" if name else f"{e.strerror or e}"
