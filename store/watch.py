@@ -157,16 +157,17 @@ class Watch:
         from wassette_state.store.drift import sync
 
         self.scans += 1
-        logger.info("scan %d (%s)", self.scans, trigger)
         try:
             outcome, drifts = sync(self.store, unreadable_ok=True)
         except (StoreError, OSError) as e:
             self._failures += 1
             delay = RETRY_S[min(self._failures, len(RETRY_S)) - 1]
             self._retry_at = time.monotonic() + delay
+            logger.info("scan %d (%s): failed, retrying in %gs", self.scans, trigger, delay)
             self._warn(f"{_message(e)}; retrying")
-            logger.info("scan failed; retrying in %gs", delay)
             return False
+        done = f"tx {outcome.tx_id}" if outcome.tx_id is not None else "nothing to record"
+        logger.info("scan %d (%s): %s", self.scans, trigger, done)
         if self._failures:
             logger.info("the scan succeeded again")
         self._failures = 0

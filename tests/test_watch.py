@@ -66,7 +66,7 @@ def test_what_the_real_wassette_changes_is_recorded_within_the_bound(
             wassette.ok(*args)
             done = time.time()
             txs = wait_for(env.db, before, {expected}, timeout=BOUND_S)
-            latencies[" ".join(args[:2])] = _latency(env, done, txs)
+            latencies[" ".join(args[:3])] = _latency(env, done, txs)
             assert all(t.actor == "filesystem" and t.kind == "sync" for t in txs), txs
         last = _quiet(watch, env)
         code, _ = watch.stop()

@@ -93,8 +93,9 @@ class WatchProcess:
             t = threading.Thread(target=_pump, args=(stream, sink), daemon=True)
             t.start()
             self._threads.append(t)
-        # The first scan runs once the dirs are watched (or known not to exist yet).
-        self.wait_stderr("scan 1 (start)", ready_timeout)
+        # The first scan runs once the dirs are watched (or known not to exist yet); ready
+        # when it is done.
+        self.wait_stderr("scan 1 (start):", ready_timeout)
         return self
 
     def wait_stderr(self, text: str, timeout: float = 10.0) -> None:
