@@ -61,12 +61,12 @@ def test_what_the_real_wassette_changes_is_recorded_within_the_bound(
             (("secret", "delete", "fetch", "TOKEN"), "secret.keys_deleted"),
             (("component", "unload", "fetch"), "component.detached"),
         ]
-        for args, expected in steps:
+        for n, (args, expected) in enumerate(steps, 1):
             before = last_tx(env.db)
             wassette.ok(*args)
             done = time.time()
             txs = wait_for(env.db, before, {expected}, timeout=BOUND_S)
-            latencies[" ".join(args[:3])] = _latency(env, done, txs)
+            latencies[f"{n}. {args[0]} {args[1]}"] = _latency(env, done, txs)
             assert all(t.actor == "filesystem" and t.kind == "sync" for t in txs), txs
         last = _quiet(watch, env)
         code, _ = watch.stop()
