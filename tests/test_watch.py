@@ -349,3 +349,19 @@ def test_bad_options_are_refused(env: Env) -> None:
     assert_refused(env, env.run("watch", "-o", "yaml"), 2, "JSON lines")
     assert_refused(env, env.run("watch", "--debounce", "-1"), 2)
     assert not env.db.exists()
+
+
+def test_cli_start_up_does_not_import_the_file_watcher() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from wassette_state.cli import main\n"
+        "mods = ('watchfiles', 'anyio', 'wassette_state.store.watch')\n"
+        "print(sorted(m for m in mods if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == "[]"
