@@ -121,15 +121,16 @@ class Watch:
                     pending = "change"
                 if pending is not None and time.monotonic() >= self._retry_at:
                     pending = None if self._scan(pending) else "retry"
-                elif pending is None:
-                    self._retry_if_due()
         except (FileNotFoundError, NotADirectoryError):
             return  # a dir vanished while the watcher started: watch again
         except OSError as e:  # e.g. the inotify watch limit: polling finds the same changes
-            if self._polling:
-                raise
-            self._polling = True
-            self._warn(f"cannot watch {', '.join(map(str, existing))} ({e}); polling instead")
+            where = ", ".join(map(str, existing))
+            if not self._polling:
+                self._polling = True
+                self._warn(f"cannot watch {where} ({e}); polling instead")
+                return
+            self._warn(f"cannot watch {where} ({e}); trying again")
+            self.stop.wait(1.0)  # (an unreadable dir, say) until it can be watched
 
     # ------------------------------------------------------------ what a change means
 
