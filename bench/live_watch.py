@@ -4,7 +4,7 @@
     python -m bench.live_watch --trials 200 --debounce 50 --json
 
 The real Wassette 0.8.0 CLI (../shared/tools/real-wassette; set REAL_WASSETTE_CACHE) changes a
-component's files (grant, secret set, revoke, secret delete, in turn), while a real
+component's files (grant, secret set, revoke, secret delete, unload, load, in turn), while a real
 `wassette-state watch` subprocess runs on the same dirs. A trial's latency is from the
 Wassette process's exit (its change is on disk) to the commit time (`recorded_at`) of the
 `sync` transaction that records it, so polling the log adds nothing to it. Figures are
@@ -36,13 +36,18 @@ OPS = (
     ("secret set", lambda i: ("secret", "set", "fetch", f"K{i}=value-{i}")),
     ("revoke network", lambda i: ("permission", "revoke", "network", "fetch", f"h{i}.example.com")),
     ("secret delete", lambda i: ("secret", "delete", "fetch", f"K{i}")),
+    ("component unload", lambda i: ("component", "unload", "fetch")),
+    ("component load", lambda i: ("component", "load", WASM.as_uri())),
 )
 EXPECTED = {
     "grant network": "policy.",  # policy.attached the first time, policy.changed after
     "secret set": "secret.keys_set",
     "revoke network": "policy.changed",
     "secret delete": "secret.keys_deleted",
+    "component unload": "component.detached",
+    "component load": "component.attached",
 }
+WASM = Path(tempfile.gettempdir()) / "live-watch" / "fetch.wasm"  # written by `run`
 
 
 def p95(values: list[float]) -> float:
@@ -54,8 +59,9 @@ def run(trials: int, debounce: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="live-watch-") as tmp:
         env = Env(Path(tmp))
         wassette = RealWassette(env)
-        write_component(env.root / "fetch.wasm", "simple")
-        wassette.ok("component", "load", (env.root / "fetch.wasm").as_uri())
+        WASM.parent.mkdir(exist_ok=True)
+        write_component(WASM, "simple")
+        wassette.ok("component", "load", WASM.as_uri())
         args = ("--debounce", str(debounce)) if debounce is not None else ()
         samples: dict[str, list[float]] = {name: [] for name, _ in OPS}
         durations: list[float] = []
@@ -112,7 +118,7 @@ def _wait(env: Env, before: int, prefix: str) -> list[Any]:
 def table(result: dict[str, Any]) -> str:
     lines = [
         f"Wassette change -> recorded by `watch` ({result['trials']} trials, debounce "
-        f"{result['debounce_ms'] if result['debounce_ms'] is not None else 'default'} ms; "
+        f"{result['debounce_ms'] if result['debounce_ms'] is not None else '100 (default)'} ms; "
         f"Wassette CLI itself: median {result['wassette_cli_median_ms']:.0f} ms)",
         f"{'change':<16} {'n':>4} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}",
     ]
@@ -126,7 +132,7 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.live_watch", description=__doc__)
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials", type=int, default=60, help="a multiple of 6 is fair")
     parser.add_argument("--debounce", type=int, default=None, metavar="MS")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, table on stderr")
     opts = parser.parse_args(argv)
