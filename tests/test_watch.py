@@ -345,6 +345,26 @@ def test_a_store_locked_by_a_long_writer_is_retried_not_fatal(env: Env, wassette
     ok(env.run("state", "verify"))
 
 
+def test_sigterm_while_the_store_is_locked_exits_at_once(env: Env, wassette: Any) -> None:
+    write_component(env.root / "fetch.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "fetch.wasm")))
+    watch = WatchProcess(env).start()
+    try:
+        with closing(sqlite3.connect(env.db, isolation_level=None)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            wassette.ok("permission", "grant", "network", "fetch", "api.example.com")
+            watch.wait_stderr("busy", timeout=BOUND_S)
+            code, took = watch.stop(signal.SIGTERM)
+            conn.execute("ROLLBACK")
+    finally:
+        watch.__exit__()
+    assert code == 0 and took < 5, (code, took, watch.stderr)
+    assert "Traceback" not in watch.stderr
+    ok(env.run("state", "verify"))
+    # Not recorded by the watch, so recorded by the next scan: nothing is lost.
+    assert "policy file added" in ok(env.run("state", "sync")).out
+
+
 def test_bad_options_are_refused(env: Env) -> None:
     assert_refused(env, env.run("watch", "-o", "yaml"), 2, "JSON lines")
     assert_refused(env, env.run("watch", "--debounce", "-1"), 2)
