@@ -78,6 +78,7 @@ def test_what_the_real_wassette_changes_is_recorded_within_the_bound(
     assert all(e["actor"] == "filesystem" for r in printed for e in r["events"])
     assert {r["trigger"] for r in printed} <= {"change", "dir"}
     assert last == printed[-1]["tx"], "nothing recorded twice"
+    assert len(printed) == len(steps), "one transaction per change, none for our own writes"
     # The store agrees with Wassette: nothing left to sync, and the chain verifies.
     assert "no drift" in ok(env.run("state", "sync")).out
     ok(env.run("state", "verify"))
