@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,7 @@ class BlobStore:
 
 
 def component_files(component_dir: Path, component_id: str) -> dict[str, Path]:
-    return {s: component_dir / f"{component_id}{s}" for s in (*SUFFIXES, CWASM)}
+    return {s: component_dir / name for s, name in component_names(component_id).items()}
 
 
 def metadata_bytes(c: Component) -> bytes:
@@ -86,7 +85,7 @@ class Report:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     missing_wasm: list[str] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)  # written files, to make durable
+    paths: list[Path] = field(default_factory=list)  # written files, made durable
 
 
 def materialize(
@@ -95,50 +94,74 @@ def materialize(
     blobs: BlobStore,
     ids: Iterable[str],
 ) -> Report:
-    """Make the files of the given components match the state (idempotent).
+    """Make the files of the given components match the state (idempotent), durably.
 
     Only differences are written, so a Wassette server watching the directory sees no churn.
+    Every file is written relative to the directory opened once (fsutil.Dir), which is checked
+    to still be the component dir before each write and at the end: a dir swapped for a link
+    meanwhile gets nothing, and the command says so (DirReplaced), never exit 0.
     """
     report = Report()
-    fsutil.ensure_dir(component_dir)
-    wanted = sorted(set(ids))
-    # Many components (an import, a repair): list the dir once, so a file that is not there
-    # costs no stat, read or unlink of its own before it is written.
-    listed = set(os.listdir(component_dir)) if len(wanted) > 8 else None
+    with fsutil.Dir(component_dir) as d:
+        wanted = sorted(set(ids))
+        # Many components (an import, a repair): list the dir once, so a file that is not
+        # there costs no stat, read or unlink of its own before it is written.
+        listed = set(d.listdir()) if len(wanted) > 8 else None
 
-    def absent(path: Path) -> bool:
-        return listed is not None and path.name not in listed
+        def absent(name: str) -> bool:
+            return listed is not None and name not in listed
 
-    for cid in wanted:
-        files = component_files(component_dir, cid)
-        comp = state.components.get(cid)
-        if comp is None:
-            for path in files.values():
-                if not absent(path) and fsutil.remove(path):
-                    report.removed.append(path.name)
-            continue
-        present = _sync_wasm(comp, files, blobs, report, absent)
-        meta = files[".metadata.json"]
-        if not (present and _metadata_current(comp, files)):
-            _sync(meta, metadata_bytes(comp), report, absent(meta))
-        for suffix, data in (
-            (".policy.yaml", comp.policy.policy_content.encode() if comp.policy else None),
-            (".policy.meta.json", policy_meta_bytes(comp, files[".policy.yaml"])),
-        ):
-            path = files[suffix]
-            if data is not None:
-                _sync(path, data, report, absent(path))
-            elif not absent(path) and fsutil.remove(path):
-                report.removed.append(path.name)
+        for cid in wanted:
+            names = component_names(cid)
+            comp = state.components.get(cid)
+            if comp is None:
+                for name in names.values():
+                    if not absent(name) and _remove(d, name):
+                        report.removed.append(name)
+                continue
+            present = _sync_wasm(comp, d, names, blobs, report, absent)
+            meta = names[".metadata.json"]
+            if not (present and _metadata_current(comp, d, names)):
+                _sync(d, meta, metadata_bytes(comp), report, absent(meta))
+            policy_file = component_dir / names[".policy.yaml"]
+            for suffix, data in (
+                (".policy.yaml", comp.policy.policy_content.encode() if comp.policy else None),
+                (".policy.meta.json", policy_meta_bytes(comp, policy_file)),
+            ):
+                name = names[suffix]
+                if data is not None:
+                    _sync(d, name, data, report, absent(name))
+                elif not absent(name) and _remove(d, name):
+                    report.removed.append(name)
+        if report.written or report.removed:
+            d.make_durable([p.name for p in report.paths])
+        d.check()  # every file went where Wassette reads them
     return report
 
 
-def _sync(path: Path, data: bytes, report: Report, absent: bool = False) -> None:
-    if absent or path.is_symlink() or fsutil.read_if_file(path) != data:
-        fsutil.fault("component-file", path)
-        fsutil.atomic_write(path, data, durable=False)
-        report.written.append(path.name)
-        report.paths.append(path)
+def component_names(component_id: str) -> dict[str, str]:
+    return {s: f"{component_id}{s}" for s in (*SUFFIXES, CWASM)}
+
+
+def _remove(d: fsutil.Dir, name: str) -> bool:
+    d.check()
+    return d.remove(name)
+
+
+def _write(
+    d: fsutil.Dir, name: str, data: bytes, report: Report | None, mtime: int | None = None
+) -> None:
+    d.check()
+    d.write(name, data, mtime=mtime, durable=False)
+    if report is not None:
+        report.written.append(name)
+        report.paths.append(d.path / name)
+
+
+def _sync(d: fsutil.Dir, name: str, data: bytes, report: Report, absent: bool = False) -> None:
+    if absent or d.read(name) != data:
+        fsutil.fault("component-file", d.path / name)
+        _write(d, name, data, report)
 
 
 def _stamp_mtime(comp: Component) -> int | None:
@@ -146,15 +169,21 @@ def _stamp_mtime(comp: Component) -> int | None:
 
 
 def _sync_wasm(
-    comp: Component, files: dict[str, Path], blobs: BlobStore, report: Report, absent: Any
+    comp: Component,
+    d: fsutil.Dir,
+    names: dict[str, str],
+    blobs: BlobStore,
+    report: Report,
+    absent: Any,
 ) -> bool:
     """Make `<id>.wasm` hold the state's bytes; False when there are none to write."""
-    path = files[".wasm"]
+    name = names[".wasm"]
     mtime = _stamp_mtime(comp)
-    current = None if absent(path) else fsutil.read_if_file(path)
+    current = None if absent(name) else d.read(name)
     if current is not None and sha256_hex(current) == comp.wasm_sha256:
-        if mtime is not None and int(path.stat().st_mtime) != mtime:
-            fsutil.atomic_write(path, current, mtime=mtime, durable=False)
+        st = d.lstat(name)
+        if mtime is not None and st is not None and int(st.st_mtime) != mtime:
+            _write(d, name, current, None, mtime)
         return True
     data = blobs.get(comp.wasm_sha256)
     if data is None:
@@ -163,16 +192,14 @@ def _sync_wasm(
         return False
     # The stale precompiled code goes first: a crash after this leaves Wassette to compile
     # the bytes afresh, never to run the old ones.
-    cwasm = files[CWASM]
-    if not absent(cwasm) and fsutil.remove(cwasm):
-        report.removed.append(cwasm.name)
-    fsutil.atomic_write(path, data, mtime=mtime, durable=False)
-    report.written.append(path.name)
-    report.paths.append(path)
+    cwasm = names[CWASM]
+    if not absent(cwasm) and _remove(d, cwasm):
+        report.removed.append(cwasm)
+    _write(d, name, data, report, mtime)
     return True
 
 
-def _metadata_current(comp: Component, files: dict[str, Path]) -> bool:
+def _metadata_current(comp: Component, d: fsutil.Dir, names: dict[str, str]) -> bool:
     """Whether the metadata file on disk already says what the state says, so it is left alone.
 
     Wassette rewrites `<id>.metadata.json` each time it loads a component (its own
@@ -180,7 +207,18 @@ def _metadata_current(comp: Component, files: dict[str, Path]) -> bool:
     validates against the wasm on disk is as good as ours, and rewriting it would only make
     the two tools fight over its bytes (DESIGN §7).
     """
-    from wassette_state.store.metadata_files import same_tools, valid_beside
+    from wassette_state.store.metadata_files import (
+        MAX_METADATA_BYTES,
+        parse_doc,
+        same_tools,
+        stamp_matches,
+    )
 
-    found = valid_beside(files[".metadata.json"], files[".wasm"], comp.wasm_sha256)
-    return found is not None and same_tools(found, comp.metadata.doc)
+    raw = d.read(names[".metadata.json"], MAX_METADATA_BYTES)
+    wasm = d.lstat(names[".wasm"])
+    found = parse_doc(raw) if raw is not None and wasm is not None else None
+    if found is None or wasm is None:
+        return False
+    if not stamp_matches(found, wasm.st_size, comp.wasm_sha256, int(wasm.st_mtime)):
+        return False
+    return same_tools(found, comp.metadata.doc)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -42,8 +44,6 @@ def private_file(path: Path) -> bool:
         st, dst = os.lstat(path), os.stat(path.parent)
     except OSError:
         return False
-    import stat
-
     me = os.geteuid()
     return (
         stat.S_ISREG(st.st_mode)
@@ -117,6 +117,201 @@ def remove(path: Path) -> bool:
         return False
 
 
+class DirReplaced(OSError):
+    """The directory a command writes into no longer is the one it opened (swapped for a
+    symbolic link, moved or removed meanwhile): nothing more is written, through its path or
+    into the directory it opened."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            errno.ESTALE,
+            "was replaced (by a symbolic link or another directory) while files were written "
+            "into it",
+            str(path),
+        )
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+class Dir:
+    """A directory opened once, by a handle: every name is looked up in it (`dir_fd=`), never
+    through its path again, so swapping the path for a link cannot send a file elsewhere, and
+    files are opened with O_NOFOLLOW. `check()` tells whether the path still names it: a
+    command checks before and after it writes, and stops (DirReplaced) when it does not."""
+
+    def __init__(self, path: Path, mode: int = 0o755, create: bool = True) -> None:
+        self.path = path
+        if path.is_symlink():
+            raise DirReplaced(path)
+        if create:
+            try:
+                ensure_dir(path, mode)
+            except OSError:
+                if path.is_symlink():
+                    raise DirReplaced(path) from None
+                raise
+        try:
+            self.fd = os.open(path, _DIR_FLAGS)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):  # a link put there since
+                raise DirReplaced(path) from None
+            raise
+        st = os.fstat(self.fd)
+        self._ident = (st.st_dev, st.st_ino)
+
+    def __enter__(self) -> Dir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def check(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            raise DirReplaced(self.path) from None
+        if (st.st_dev, st.st_ino) != self._ident:
+            raise DirReplaced(self.path)
+
+    def sub(self, name: str, mode: int = 0o700) -> Dir:
+        """A directory inside this one, created with `mode` (whatever the umask)."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode, dir_fd=self.fd)
+            os.chmod(name, mode, dir_fd=self.fd, follow_symlinks=False)
+            os.fsync(self.fd)
+        return _SubDir(self, name)
+
+    def listdir(self) -> list[str]:
+        return os.listdir(self.fd)
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def is_link(self, name: str) -> bool:
+        st = self.lstat(name)
+        return st is not None and stat.S_ISLNK(st.st_mode)
+
+    def read(self, name: str, limit: int | None = None) -> bytes | None:
+        """A regular file's bytes; None when absent, not a regular file (a link) or over
+        `limit` bytes."""
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=self.fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
+                return None
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        mode: int = 0o644,
+        mtime: int | None = None,
+        durable: bool = True,
+    ) -> None:
+        """`atomic_write` inside this directory: a temp file beside the target (O_EXCL,
+        O_NOFOLLOW), renamed over it (a planted link is replaced, never followed)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+            try:
+                fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
+                break
+            except FileExistsError:
+                continue
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+                if mtime is not None:
+                    os.utime(fd, (mtime, mtime))
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=self.fd)
+            raise
+
+    def remove(self, name: str) -> bool:
+        try:
+            os.unlink(name, dir_fd=self.fd)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def rename_to(self, name: str, target: Dir, target_name: str) -> None:
+        os.replace(name, target_name, src_dir_fd=self.fd, dst_dir_fd=target.fd)
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def make_durable(self, names: list[str]) -> None:
+        """`make_durable` for names in this directory."""
+        if len(names) > FSYNC_EACH_MAX:
+            os.sync()
+            return
+        for name in names:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self.fd)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.fsync()
+
+
+class _SubDir(Dir):
+    """A directory opened through its parent's handle (never through a path)."""
+
+    def __init__(self, parent: Dir, name: str) -> None:
+        self.path = parent.path / name
+        self._parent = parent
+        self._name = name
+        try:
+            self.fd = os.open(name, _DIR_FLAGS, dir_fd=parent.fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise DirReplaced(self.path) from None
+            raise
+        st = os.fstat(self.fd)
+        self._ident = (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        self._parent.check()
+        st = self._parent.lstat(self._name)
+        if st is None or (st.st_dev, st.st_ino) != self._ident:
+            raise DirReplaced(self.path)
+
+
 # Beyond this many files one sync of everything beats a fsync per file.
 FSYNC_EACH_MAX = 32
 
@@ -186,7 +381,6 @@ def _inject(step: str, action: str, trace: str | None, path: Path | str | None =
     fired.append(f"{step}:{action}")
     if trace:
         _fault_note(trace, f"fire {step} {action}")
-    import errno
     import signal
 
     if action == "kill":

@@ -29,8 +29,11 @@ def read_doc(path: Path) -> dict[str, Any] | None:
     if not _is_regular(st.st_mode) or st.st_size > MAX_METADATA_BYTES:
         return None
     raw = fsutil.read_if_file(path)
-    if raw is None:
-        return None
+    return None if raw is None else parse_doc(raw)
+
+
+def parse_doc(raw: bytes) -> dict[str, Any] | None:
+    """A metadata file's bytes in Wassette's shape, or None."""
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):

@@ -120,10 +120,11 @@ class Store:
                 # A writer killed mid-write left its marker behind, so its temp files are
                 # always found by the full repair that the lagging marker triggers.
                 fsutil.remove_stale_temps(self.settings.component_dir)
-            report = files.materialize(state, self.settings.component_dir, self.blobs, targets)
-            if report.written or report.removed:
-                # The files are durable before the marker says they are current.
-                fsutil.make_durable(report.paths, self.settings.component_dir)
+            # (durable before the marker says they are current)
+            try:
+                report = files.materialize(state, self.settings.component_dir, self.blobs, targets)
+            except fsutil.DirReplaced as e:
+                raise files_not_written(self.last_tx, e) from None
             marker: dict[str, Any] = {
                 "component_dir": str(self.settings.component_dir),
                 "secrets_dir": str(self.settings.secrets_dir),
@@ -367,11 +368,7 @@ class Store:
                 fsutil.fault("committed")
                 self.materialize(touched, env=env)
             except OSError as e:
-                where = f"{e.filename}: " if e.filename else ""
-                raise FilesNotWritten(
-                    f"recorded as tx {appended.tx_id}, but writing Wassette's files failed "
-                    f"({where}{e.strerror or e}); the next command repairs them"
-                ) from e
+                raise files_not_written(appended.tx_id, e) from e
             return Outcome(appended.tx_id, appended.events, state, decision.summary)
         raise StoreError("unreachable")  # pragma: no cover
 
@@ -412,6 +409,23 @@ class Store:
         # The files follow the rebuilt read models (a lost row may have kept them from it).
         self.materialize(None)
         return count
+
+
+def files_not_written(tx_id: int | None, e: OSError) -> FilesNotWritten:
+    """Exit 5: what was recorded, the path and what went wrong, and what happens next."""
+    from wassette_state.store.fsutil import DirReplaced
+
+    done = f"recorded as tx {tx_id}, but " if tx_id is not None else ""
+    if isinstance(e, DirReplaced):
+        return FilesNotWritten(
+            f"{done}Wassette's files were not all written: {e.filename} {e.strerror}; nothing "
+            "was written through it: put the directory back, and the next command writes them"
+        )
+    where = f"{e.filename}: " if e.filename else ""
+    return FilesNotWritten(
+        f"{done}writing Wassette's files failed ({where}{e.strerror or e}); the next command "
+        "repairs them"
+    )
 
 
 def _log_says_exist(conn: Connection, ids: set[str]) -> set[str]:

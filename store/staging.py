@@ -18,6 +18,7 @@ file whose transaction committed is put in place, one whose transaction did not 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets as random
@@ -32,7 +33,7 @@ from sqlalchemy import select
 
 from wassette_state.store import fsutil
 from wassette_state.store import secrets as secret_files
-from wassette_state.store.errors import StoreError, ValidationError
+from wassette_state.store.errors import FilesNotWritten, StoreError, ValidationError
 
 if TYPE_CHECKING:
     from wassette_state.store import events as ev
@@ -48,9 +49,21 @@ DETAILS_KEY = "secrets_staged"
 Plan = dict[str, dict[str, str]]
 
 
-class SecretsNotUpdated(StoreError):
-    """The transaction is recorded but its secrets file is not in place yet (exit 1): the
+class SecretsNotUpdated(FilesNotWritten):
+    """The transaction is recorded but its secrets file is not in place yet (exit 5): the
     staged file stays, and the next command puts it there."""
+
+
+class LinkedTarget(OSError):
+    """A secrets file that became a symbolic link after the change checked it: never
+    replaced (nor removed), at rename time too."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            errno.EEXIST,
+            "is a symbolic link now (a mounted Secret?); refusing to replace it",
+            str(path),
+        )
 
 
 # ------------------------------------------------------------------ the lock
@@ -119,38 +132,51 @@ def _settle_left_over(store: Store) -> None:
         return
     committed = _committed_tokens(store, min(p.after for p in mine))
     mine.sort(key=lambda p: (p.after, p.name))
-    for p in mine:
-        target = store.settings.secrets_dir / p.file_name
-        try:
-            if p.token in committed:
-                _promote(stage_dir / p.name, target, "recover")
-            else:
-                _discard(stage_dir / p.name, "recover")
-        except OSError as e:
-            # Going on could stage a change on top of the old file, which this one would
-            # then overwrite: stop here.
-            raise StoreError(
-                f"an interrupted change of the secrets file {target} could not be settled "
-                f"({e.strerror}); nothing was changed"
-            ) from None
-        if p.token in committed:
-            logger.warning(
-                "finished the change of %s recorded in tx %d (the command that made it was "
-                "interrupted)",
-                target,
-                committed[p.token],
-            )
-        else:
-            logger.warning(
-                "discarded a change of %s that was never recorded (an interrupted command)",
-                target,
-            )
     try:
-        _sync_dirs(store.settings.secrets_dir, "recover")
+        secrets = fsutil.Dir(store.settings.secrets_dir, create=False)
     except OSError as e:
-        raise StoreError(
-            f"cannot sync the secrets dir ({e.strerror}); nothing was changed"
-        ) from None
+        raise _unsettled(store.settings.secrets_dir, e) from None
+    with secrets, secrets.sub(STAGE_DIR) as stage:
+        for p in mine:
+            target = store.settings.secrets_dir / p.file_name
+            try:
+                if p.token in committed:
+                    _promote(stage, p.name, secrets, p.file_name, "recover")
+                else:
+                    _discard(stage, p.name, "recover")
+            except OSError as e:
+                # Going on could stage a change on top of the old file, which this one would
+                # then overwrite: stop here.
+                raise _unsettled(target, e) from None
+            if p.token in committed:
+                logger.warning(
+                    "finished the change of %s recorded in tx %d (the command that made it "
+                    "was interrupted)",
+                    target,
+                    committed[p.token],
+                )
+            else:
+                logger.warning(
+                    "discarded a change of %s that was never recorded (an interrupted command)",
+                    target,
+                )
+        try:
+            _sync_dirs(secrets, "recover")
+        except OSError as e:
+            raise StoreError(
+                f"cannot sync the secrets dir ({e.strerror}); nothing was changed"
+            ) from None
+
+
+def _unsettled(target: Path, e: OSError) -> StoreError:
+    if isinstance(e, (LinkedTarget, fsutil.DirReplaced)):
+        what = f"{e.filename} {e.strerror}"
+    else:
+        what = f"{target} ({e.strerror})"
+    return StoreError(
+        f"an interrupted change of the secrets file could not be settled: {what}; nothing "
+        "was changed"
+    )
 
 
 @dataclass(frozen=True)
@@ -193,39 +219,44 @@ def _committed_tokens(store: Store, after: int) -> dict[str, int]:
 # ------------------------------------------------------------------ file steps
 
 
-def _promote(staged: Path, target: Path, phase: str) -> None:
-    """Put a staged file in place (idempotent: a second run after a crash finishes it)."""
-    try:
-        size = os.stat(staged, follow_symlinks=False).st_size
-    except FileNotFoundError:
+def _promote(stage: fsutil.Dir, name: str, secrets: fsutil.Dir, target: str, phase: str) -> None:
+    """Put a staged file in place (idempotent: a second run after a crash finishes it), only
+    while both dirs are still the ones opened, and never over a link: checked right before
+    the rename (or removal), not only when the change started."""
+    st = stage.lstat(name)
+    if st is None:
         return
-    if size == 0:  # the file goes: as Wassette does when the last key is deleted
-        fsutil.fault(f"{phase}.unlink")
-        fsutil.remove(target)
+    gone = st.st_size == 0  # the file goes: as Wassette does when the last key is deleted
+    fsutil.fault(f"{phase}.unlink" if gone else f"{phase}.rename")
+    stage.check()  # (and the secrets dir it is in)
+    if secrets.is_link(target):
+        raise LinkedTarget(secrets.path / target)
+    if gone:
+        secrets.remove(target)
         fsutil.fault(f"{phase}.unlink-staged")
-        fsutil.remove(staged)
+        stage.remove(name)
     else:
-        fsutil.fault(f"{phase}.rename")
-        os.replace(staged, target)
+        stage.rename_to(name, secrets, target)
 
 
-def _discard(staged: Path, phase: str) -> None:
+def _discard(stage: fsutil.Dir, name: str, phase: str) -> None:
     fsutil.fault(f"{phase}.discard")
-    fsutil.remove(staged)
+    stage.remove(name)
 
 
-def _sync_dirs(secrets_dir: Path, phase: str) -> None:
+def _sync_dirs(secrets: fsutil.Dir, phase: str) -> None:
     """The renames and removals are on disk; the emptied staging dir goes (the secrets dir is
     Wassette's: it holds `<id>.yaml` files and nothing else between commands)."""
     fsutil.fault(f"{phase}.fsync-dir")
-    fsutil._fsync_dir(secrets_dir)
+    secrets.fsync()
     with contextlib.suppress(OSError):  # not empty (another store's), or gone
-        os.rmdir(secrets_dir / STAGE_DIR)
+        os.rmdir(STAGE_DIR, dir_fd=secrets.fd)
+    secrets.check()
 
 
-def _write_staged(path: Path, data: bytes) -> None:
+def _write_staged(stage: fsutil.Dir, name: str, data: bytes) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, 0o600)
+    fd = os.open(name, flags, 0o600, dir_fd=stage.fd)
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
         view = memoryview(data)
@@ -237,7 +268,7 @@ def _write_staged(path: Path, data: bytes) -> None:
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        fsutil.remove(path)
+        stage.remove(name)
         raise
     os.close(fd)
 
@@ -262,6 +293,8 @@ class SecretsChange:
     the files it changes and returns their new contents. `prepare` stages them and returns the
     details the transaction records; `settle(committed)` puts them in place or discards them
     (`committed=None`: unknown, e.g. interrupted around the commit, so the log is asked).
+    Both dirs are opened once (fsutil.Dir): a secrets dir swapped for a link meanwhile gets
+    nothing, before the commit (refused, exit 2) or after it (exit 5, left staged).
     """
 
     def __init__(self, store: Store, plan: Callable[[State, list[ev.Event]], Plan]) -> None:
@@ -269,7 +302,8 @@ class SecretsChange:
         self.plan = plan
         self.token = ""
         self.after = 0
-        self.staged: list[tuple[Path, Path]] = []  # (staged file, target)
+        self.staged: list[tuple[str, str]] = []  # (staged file, target) names
+        self._dirs: tuple[fsutil.Dir, fsutil.Dir] | None = None  # (secrets dir, staging dir)
         self._lock: contextlib.ExitStack | None = None
 
     def prepare(self, base: State, decision: Decision) -> dict[str, Any]:
@@ -281,9 +315,13 @@ class SecretsChange:
                 return {}
             self._stage(wanted)
             fsutil.fault("commit.before")
+            if self._dirs is not None:
+                self._dirs[1].check()
         except BaseException as e:
             self._discard_all()
             self._unlock()
+            if isinstance(e, fsutil.DirReplaced):
+                raise ValidationError(f"{e.filename} {e.strerror}; nothing was changed") from None
             if isinstance(e, OSError):
                 raise StoreError(
                     f"cannot write the new secrets file ({e.strerror}); nothing was changed"
@@ -304,21 +342,21 @@ class SecretsChange:
             current = secret_files.read_raw(target)
             if (data or None) == current:
                 continue  # the file already says this
-            changes.append((target, data))
+            changes.append((target.name, data))
         if not changes:
             return
         with self.store.reading() as conn:
             self.after = after = log.head(conn)[2]
         self.token = random.token_hex(8)
-        fsutil.ensure_dir(secrets_dir, 0o700)
-        stage_dir = secrets_dir / STAGE_DIR
-        fsutil.ensure_dir(stage_dir, 0o700)
-        for target, data in changes:
-            staged = stage_dir / f"{self.store.lineage}.{after}.{self.token}.{target.name}"
-            _write_staged(staged, data)
-            self.staged.append((staged, target))
+        secrets = fsutil.Dir(secrets_dir, 0o700)
+        self._dirs = (secrets, secrets.sub(STAGE_DIR, 0o700))
+        stage = self._dirs[1]
+        for target_name, data in changes:
+            staged = f"{self.store.lineage}.{after}.{self.token}.{target_name}"
+            _write_staged(stage, staged, data)
+            self.staged.append((staged, target_name))
         fsutil.fault("stage.fsync-dir")
-        fsutil._fsync_dir(stage_dir)
+        stage.fsync()
 
     def settle(self, committed: bool | None) -> None:
         try:
@@ -341,30 +379,52 @@ class SecretsChange:
                     self._promote_all()
                     raise
             except OSError as e:
-                raise SecretsNotUpdated(
-                    f"the change is recorded, but putting its secrets file(s) in place failed "
-                    f"({e.strerror}); they are staged, and the next command finishes it"
-                ) from None
+                raise self._not_updated(e) from None
             self.staged = []
         finally:
+            self._close()
             self._unlock()
+
+    def _not_updated(self, e: OSError) -> SecretsNotUpdated:
+        tx = self.store.last_tx
+        done = f"recorded as tx {tx}" if tx is not None else "the change is recorded"
+        if isinstance(e, (LinkedTarget, fsutil.DirReplaced)):
+            fix = "the link is gone" if isinstance(e, LinkedTarget) else "the directory is back"
+            return SecretsNotUpdated(
+                f"{done}, but its secrets file is not in place: {e.filename} {e.strerror}; the "
+                f"change stays staged, and the next command puts it in place once {fix}"
+            )
+        return SecretsNotUpdated(
+            f"{done}, but putting its secrets file(s) in place failed ({e.strerror}); they "
+            "are staged, and the next command finishes it"
+        )
 
     def _promote_all(self) -> None:
         fsutil.fault("commit.after")
+        assert self._dirs is not None
+        secrets, stage = self._dirs
         for staged, target in self.staged:
-            _promote(staged, target, "promote")
-        _sync_dirs(self.store.settings.secrets_dir, "promote")
+            _promote(stage, staged, secrets, target, "promote")
+        _sync_dirs(secrets, "promote")
 
     def _discard_all(self) -> None:
-        if not self.staged:
+        if not self.staged or self._dirs is None:
             return
+        secrets, stage = self._dirs
         with contextlib.suppress(OSError):  # left over: the next command discards it
             for staged, _ in self.staged:
-                _discard(staged, "discard")
-            os.rmdir(staged.parent)
+                _discard(stage, staged, "discard")
+            os.rmdir(STAGE_DIR, dir_fd=secrets.fd)
         self.staged = []
 
+    def _close(self) -> None:
+        if self._dirs is not None:
+            dirs, self._dirs = self._dirs, None
+            for d in dirs:
+                d.close()
+
     def _unlock(self) -> None:
+        self._close()
         if self._lock is not None:
             lock, self._lock = self._lock, None
             lock.close()

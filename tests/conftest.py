@@ -107,6 +107,40 @@ class Env:
         )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
+    def start(self, *args: str, fault: str, sleep: float = 4) -> subprocess.Popen[str]:
+        """The CLI as a background process with a fault injected (fsutil.fault): `STEP:sleep`
+        holds it at STEP, to line up a race; `wait_for(self.fault_log, "fire STEP sleep")`
+        returns once it is there."""
+        environ = self.environ(
+            WASSETTE_STATE_FAULT=fault,
+            WASSETTE_STATE_FAULT_SLEEP=str(sleep),
+            WASSETTE_STATE_FAULT_LOG=str(self.fault_log),
+        )
+        return subprocess.Popen(
+            [wassette_exe(), *args],
+            env=environ,
+            cwd=self.root,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    @property
+    def fault_log(self) -> Path:
+        return self.root / "faults.log"
+
+
+def wait_for(trace: Path, line: str, timeout: float = 60) -> None:
+    """Until the fault log `trace` has `line` (a process reached a step)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if trace.exists() and line in trace.read_text().splitlines():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{line!r} never reached")
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:

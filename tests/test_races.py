@@ -5,10 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, cli_history, ok, wassette_exe
+from tests.conftest import Env, cli_history, ok, wait_for
 
 
 def test_a_file_error_after_the_commit_says_what_was_committed(env: Env) -> None:
@@ -72,27 +71,10 @@ def test_sync_never_takes_a_committed_attach_for_a_deleted_component(env: Env) -
     fx.write_component(env.root / "a.wasm", "simple")
     fx.write_component(env.root / "b.wasm", "weather")
     ok(env.run("component", "attach", str(env.root / "a.wasm")))
-    trace = env.root / "faults.log"
-
-    def start(*args: str, fault: str) -> subprocess.Popen[str]:
-        environ = {
-            **env.environ(),
-            "WASSETTE_STATE_FAULT": fault,
-            "WASSETTE_STATE_FAULT_SLEEP": "4",
-            "WASSETTE_STATE_FAULT_LOG": str(trace),
-        }
-        return subprocess.Popen(
-            [wassette_exe(), *args],
-            env=environ,
-            cwd=env.root,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    sync = start("state", "sync", fault="sync-scan:sleep")
+    trace = env.fault_log
+    sync = env.start("state", "sync", fault="sync-scan:sleep")
     wait_for(trace, "fire sync-scan sleep")
-    attach = start("component", "attach", str(env.root / "b.wasm"), fault="committed:sleep")
+    attach = env.start("component", "attach", str(env.root / "b.wasm"), fault="committed:sleep")
     _, err_sync = sync.communicate(timeout=60)
     _, err_attach = attach.communicate(timeout=60)
     assert attach.returncode == 0, err_attach
@@ -100,15 +82,6 @@ def test_sync_never_takes_a_committed_attach_for_a_deleted_component(env: Env) -
     assert [r["type"] for r in cli_history(env) if r["kind"] == "sync"] == []
     assert (env.component_dir / "b.wasm").is_file()
     assert "b" in ok(env.run("component", "list")).out
-
-
-def wait_for(trace: Path, line: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if trace.exists() and line in trace.read_text().splitlines():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{line!r} never reached")
 
 
 def test_repair_never_deletes_what_the_log_says_exists_and_rebuild_restores(env: Env) -> None:
