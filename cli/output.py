@@ -108,11 +108,36 @@ class OutputFailed(Exception):
 def out(text: str, flush: bool = True) -> None:
     """Write to stdout; a failed write is an error of its own (never an exit 0)."""
     try:
+        if flush and len(text) > _WHOLE_MIN:
+            _write_whole(text)
+            return
         sys.stdout.write(text)
         if flush:
             sys.stdout.flush()
     except OSError as e:
         raise OutputFailed(e) from None
+
+
+_WHOLE_MIN = 8192  # Python's stdout buffer: a text larger than this is written past it
+
+
+def _write_whole(text: str) -> None:
+    """A large text written to the file descriptor until every byte is out, or an error.
+    Python's stdout drops the rest of a text that a pipe took only partly when its reader
+    went away (`history | head`: 65,536 of 271,406 bytes written, no error, exit 0)."""
+    import os
+
+    stream = sys.stdout
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):  # not a file (captured in a test)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 # ------------------------------------------------------------------ tables

@@ -729,13 +729,23 @@ def tags(app: App) -> None:
 
 
 @state.command(short_help="Record changes made to the dirs outside wassette-state.")
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="Leave the secrets file of a component recorded as gone (as Wassette's unload does).",
+)
 @output_option
 @pass_app
-def sync(app: App) -> None:
-    """Record changes made to the component and secrets dirs outside wassette-state (drift)."""
+def sync(app: App, keep_secret_values: bool) -> None:
+    """Record changes made to the component and secrets dirs outside wassette-state (drift).
+
+    A component whose wasm is gone (Wassette unloaded it) leaves the state, and its secrets
+    file goes too, so a component loaded later under that id inherits no values;
+    --keep-secret-values leaves the file, as Wassette's unload does.
+    """
     from wassette_state.store.drift import sync as do
 
-    outcome, drifts = do(app.store)
+    outcome, drifts = do(app.store, keep_secret_values)
     lines = [
         f"{d.component_id}: {d.what}" + ("" if d.adoptable else " (not adopted)") for d in drifts
     ] or ["no drift: the files match the state"]

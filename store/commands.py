@@ -322,7 +322,9 @@ def detach(store: Store, component_id: str, keep_secret_values: bool = False) ->
         + (" --keep-secret-values" if keep_secret_values else ""),
         decide,
         scope={component_id},
-        stage=staging.SecretsChange(store, staging.leaving_values(store, keep_secret_values)),
+        stage=staging.SecretsChange(
+            store, staging.leaving_values(store, keep_secret_values), keep_secret_values
+        ),
     )
 
 

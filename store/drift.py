@@ -549,10 +549,11 @@ def _found_for(
     )
 
 
-def record_first(store: Any, ids: set[str], command: str) -> None:
+def record_first(store: Any, ids: set[str], command: str, keep_secret_values: bool = False) -> None:
     """Drift on the files a command is about to rewrite, recorded as a `sync` transaction
     before the command's own, so nothing Wassette (or anyone) did there is silently
-    overwritten (DESIGN §3.3)."""
+    overwritten (DESIGN §3.3). A component it records as gone takes its secret values with
+    it, as `sync` does (unless the command was asked to keep them)."""
     from wassette_state.store.service import Decision
 
     found = find(store, ids)
@@ -574,15 +575,34 @@ def record_first(store: Any, ids: set[str], command: str) -> None:
         return Decision(list(found.events), details={"drift": drifts, "before": command})
 
     store.execute(
-        f"state sync (before: {command})", decide, kind="sync", actor=SYNC_ACTOR, scope=scope
+        f"state sync (before: {command})",
+        decide,
+        kind="sync",
+        actor=SYNC_ACTOR,
+        scope=scope,
+        stage=_leaving(store, found, keep_secret_values),
     )
+
+
+def _leaving(store: Any, found: Found, keep: bool) -> Any:
+    """A component Wassette unloaded (its wasm gone) leaves the state with its secret values:
+    the file Wassette keeps on unload goes too, as on our own detach, so a component loaded
+    later under that id inherits nothing (`keep`: it stays, as Wassette leaves it)."""
+    from wassette_state.store import staging
+
+    if keep or not any(isinstance(e, ev.ComponentDetached) for e in found.events):
+        return None
+    return staging.SecretsChange(store, staging.leaving_values(store, keep))
 
 
 SYNC_ATTEMPTS = 5
 
 
-def sync(store: Any, unreadable_ok: bool = False) -> tuple[Any, list[Drift]]:
-    """Record adoptable drift as one `sync` transaction by the actor `filesystem`.
+def sync(
+    store: Any, keep_secret_values: bool = False, unreadable_ok: bool = False
+) -> tuple[Any, list[Drift]]:
+    """Record adoptable drift as one `sync` transaction by the actor `filesystem`; the secret
+    values of components it records as gone leave with them, unless `keep_secret_values`.
 
     The files lock is held from the repair through the scan to the commit, and the scan reads
     a state whose files are written: a command that committed but has not written its files
@@ -620,7 +640,13 @@ def sync(store: Any, unreadable_ok: bool = False) -> tuple[Any, list[Drift]]:
                 )
 
             try:
-                outcome = store.execute("state sync", decide, kind="sync", actor=SYNC_ACTOR)
+                outcome = store.execute(
+                    "state sync" + (" --keep-secret-values" if keep_secret_values else ""),
+                    decide,
+                    kind="sync",
+                    actor=SYNC_ACTOR,
+                    stage=_leaving(store, found, keep_secret_values),
+                )
             except ConflictError:
                 if attempt == SYNC_ATTEMPTS:
                     raise

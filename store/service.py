@@ -297,7 +297,8 @@ class Store:
         if scope and kind != "sync":
             from wassette_state.store import drift
 
-            drift.record_first(self, scope, command)
+            keep = bool(getattr(stage, "keep_values", False))
+            drift.record_first(self, scope, command, keep)
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
             with self.reading() as conn:

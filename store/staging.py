@@ -297,9 +297,15 @@ class SecretsChange:
     nothing, before the commit (refused, exit 2) or after it (exit 5, left staged).
     """
 
-    def __init__(self, store: Store, plan: Callable[[State, list[ev.Event]], Plan]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        plan: Callable[[State, list[ev.Event]], Plan],
+        keep_values: bool = False,
+    ) -> None:
         self.store = store
         self.plan = plan
+        self.keep_values = keep_values  # the command keeps values of keys that leave
         self.token = ""
         self.after = 0
         self.staged: list[tuple[str, str]] = []  # (staged file, target) names

@@ -75,7 +75,12 @@ class Env:
     def environ(self, actor: str = "tester@test", **extra: str) -> dict[str, str]:
         """The environment the CLI runs in for this store (for `run`, and for children a test
         starts itself)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
+        # (no COLUMNS/LINES from the runner's terminal: tables are sized to it)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("WASSETTE_") and k not in ("COLUMNS", "LINES")
+        }
         env.update(
             WASSETTE_STATE_DB=str(self.db),
             WASSETTE_COMPONENT_DIR=str(self.component_dir),

@@ -270,6 +270,38 @@ def test_detach_keeps_values_when_asked(env: Env) -> None:
     assert declared(env) == ("API_KEY",) and values(env) == {"API_KEY": OLD}
 
 
+def test_an_unload_by_wassette_that_sync_records_removes_values(env: Env, wassette: Any) -> None:
+    """The real Wassette 0.8.0's `component unload` keeps `<secrets dir>/<id>.yaml` (measured:
+    its `secret list` still shows the values, and a component loaded later under that id gets
+    them). The detach `state sync` records for it is a detach like ours: the values leave the
+    file Wassette reads, so a different component Wassette loads later under that id inherits
+    none and sync declares none; `sync --keep-secret-values` leaves them."""
+    attach(env)
+    ok(env.run("secret", "set", "c", "--stdin", input=f"API_KEY={OLD}\n"))
+    wassette.ok("component", "unload", "c")
+    assert values(env) == {"API_KEY": OLD}  # Wassette kept them
+    r = ok(env.run("state", "sync"))
+    assert "c: wasm file deleted" in r.text
+    assert declared(env) is None
+    assert not secret_files.secrets_file(env.secrets_dir, "c").exists(), "sync left values"
+    other = env.root / "inputs" / "c.wasm"  # a different component, loaded by Wassette
+    fx.write_component(other, kind="mixed")
+    wassette.ok("component", "load", other.as_uri())
+    listed = wassette.json("secret", "list", "c", "--output-format", "json")
+    assert listed["secrets"] == [], "Wassette's new component inherited the old values"
+    drift = json.loads(ok(env.run("state", "sync", "-o", "json")).out)["drift"]
+    assert [d["what"] for d in drift] == ["component added by hand"], drift
+    assert declared(env) == ()
+    assert_no_value_in_store(env, r)
+
+    # Asked to, sync keeps them (as Wassette's unload does).
+    ok(env.run("secret", "set", "c", "--stdin", input=f"API_KEY={NEW}\n"))
+    wassette.ok("component", "unload", "c")
+    ok(env.run("state", "sync", "--keep-secret-values"))
+    assert declared(env) is None
+    assert values(env) == {"API_KEY": NEW}
+
+
 def test_import_prune_removes_values_of_components_that_leave(env: Env) -> None:
     attach(env, "a")
     attach(env, "c", kind="mixed")
