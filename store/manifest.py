@@ -792,7 +792,8 @@ def component_entry(
                 cid,
                 "secret_keys",
                 f"{keys}: a manifest carries no secrets; Wassette reads their values from its "
-                f"secrets dir: copy the secrets file or run 'wassette secret set {cid} KEY=VALUE'",
+                f"secrets dir: copy the secrets file, or give them as KEY=VALUE lines on the "
+                f"stdin of '{_stdin_command(cid)}'",
             )
         )
     entry: dict[str, Any] = {"uri": uri, "name": name, "digest": f"sha256:{sha256}"}
@@ -860,3 +861,10 @@ def render_manifest(doc: dict[str, Any], fmt: Format) -> bytes:
         width=1 << 20,
     )
     return text.encode()
+
+
+def _stdin_command(component_id: str) -> str:
+    """The hint's command: values on stdin, never on a command line others read in /proc."""
+    from wassette_state.store.commands import secret_set_command
+
+    return secret_set_command(component_id, [], "wassette-state")

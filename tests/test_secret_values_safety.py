@@ -456,3 +456,10 @@ def test_hints_give_values_on_stdin_never_as_arguments(env: Env) -> None:
     lines = needed["stdin"].replace("…", NEW)
     ok(env.run(*argv[1:], input=lines))  # the printed command, as printed, supplies them
     assert values(env) == {"API_KEY": NEW, "OTHER": NEW}
+
+    # The manifest export's note on the secrets a manifest cannot carry, too.
+    res = ok(env.run("state", "export", str(env.root / "m.yaml"), "--format", "manifest"))
+    [note] = [ln for ln in res.err.splitlines() if "secret_keys" in ln]
+    command = note.split("stdin of ", 1)[1].strip("'")
+    assert shlex.split(command) == ["wassette-state", "secret", "set", "c", "--stdin"], note
+    assert "KEY=VALUE'" not in note and "secret set c KEY" not in note, note
