@@ -241,6 +241,8 @@ class Dir:
                 break
             except FileExistsError:
                 continue
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, str(self.path / name)) from None
         try:
             try:
                 view = memoryview(data)
@@ -254,9 +256,11 @@ class Dir:
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=self.fd)
+            if isinstance(e, OSError) and e.errno is not None:  # say which file (ENOSPC…)
+                raise OSError(e.errno, e.strerror, str(self.path / name)) from None
             raise
 
     def remove(self, name: str) -> bool:

@@ -215,6 +215,37 @@ def cli_history(env: Env, *args: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
+def mounted_small_disk(mount: Path, size: str = "4m") -> Iterator[Path]:
+    """A real small file system (tmpfs) at `mount`, to fill up: ENOSPC from the kernel, not
+    from a test seam. Mounting needs root: without it the test fails (never skips)."""
+    mount.mkdir(exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.fail("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system `directory` is on, to the last block."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    assert os.statvfs(directory).f_bavail == 0
+    return filler
+
+
+@contextmanager
 def raw_db(path: Path) -> Iterator[Any]:
     """A plain sqlite3 connection in autocommit mode, as an attacker (or a bad disk) would
     edit the file."""

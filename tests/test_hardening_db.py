@@ -21,7 +21,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Env, Result, assert_refused, ok, raw_db, tree_bytes, wassette_exe
+from tests.conftest import (
+    Env,
+    Result,
+    assert_refused,
+    fill,
+    mounted_small_disk,
+    ok,
+    raw_db,
+    tree_bytes,
+    wassette_exe,
+)
 
 READS = (
     ("env", "list", "-o", "json"),
@@ -200,31 +210,8 @@ def test_a_read_only_copy_can_be_read_and_refuses_writes(env: Env, what: str) ->
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    try:
+    with mounted_small_disk(tmp_path / "disk") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (65536, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    assert os.statvfs(directory).f_bavail == 0
-    return filler
 
 
 def test_a_full_disk_still_reads_and_refuses_writes_saying_why(env: Env, small_disk: Path) -> None:

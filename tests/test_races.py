@@ -7,7 +7,7 @@ import sys
 import time
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, cli_history, ok, wait_for
+from tests.conftest import Env, cli_history, fill, mounted_small_disk, ok, wait_for
 
 
 def test_a_file_error_after_the_commit_says_what_was_committed(env: Env) -> None:
@@ -28,6 +28,29 @@ def test_a_file_error_after_the_commit_says_what_was_committed(env: Env) -> None
     assert not (env.component_dir / "c.policy.yaml").exists()
     ok(env.run("env", "set", "UNRELATED=1"))  # any next command repairs
     assert "api.example.com" in (env.component_dir / "c.policy.yaml").read_text()
+
+
+def test_a_full_component_dir_after_the_commit_is_exit_5_naming_the_file(env: Env) -> None:
+    """A real ENOSPC (the component dir on a small file system, filled up): what was recorded,
+    the path and the kernel's words, exit 5; once there is room the next command repairs."""
+    fx.write_component(env.root / "c.wasm", "simple")
+    with mounted_small_disk(env.component_dir):
+        ok(env.run("component", "attach", str(env.root / "c.wasm")))
+        filler = fill(env.component_dir)
+        res = env.run("permission", "grant", "network", "c", "api.example.com")
+        assert res.code == 5, res
+        [line] = res.err.strip().splitlines()
+        assert line.startswith("Error: recorded as tx 2, but writing Wassette's files failed ("), (
+            line
+        )
+        policy = env.component_dir / "c.policy.yaml"
+        assert f"{policy}: No space left on device" in line, line
+        assert "the next command repairs them" in line, line
+        assert not policy.exists()
+        assert [p.name for p in env.component_dir.iterdir() if p.name.endswith(".tmp")] == []
+        filler.unlink()
+        ok(env.run("env", "set", "UNRELATED=1"))
+        assert "api.example.com" in policy.read_text()
 
 
 def test_a_writer_blocked_by_a_long_write_waits_once(env: Env) -> None:
