@@ -590,8 +590,13 @@ def _leaving(store: Any, found: Found, keep: bool) -> Any:
     later under that id inherits nothing (`keep`: it stays, as Wassette leaves it)."""
     from wassette_state.store import staging
 
-    if keep or not any(isinstance(e, ev.ComponentDetached) for e in found.events):
+    gone = [e.component_id for e in found.events if isinstance(e, ev.ComponentDetached)]
+    if keep or not gone:
         return None
+    for cid in gone:  # said (and recorded with the drift), as a file removed deserves
+        if os.path.lexists(secret_files.secrets_file(store.settings.secrets_dir, cid)):
+            what = "its secrets file goes with it (--keep-secret-values keeps it)"
+            found.drifts.append(Drift(cid, what))
     return staging.SecretsChange(store, staging.leaving_values(store, keep))
 
 

@@ -212,16 +212,7 @@ class Dir:
             if e.errno == errno.ELOOP:
                 return None
             raise
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
-                return None
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        return read_fd(fd, limit)
 
     def write(
         self,
@@ -293,6 +284,21 @@ class Dir:
         self.fsync()
 
 
+def read_fd(fd: int, limit: int | None = None) -> bytes | None:
+    """What an open file descriptor holds if it is a regular file (of at most `limit`
+    bytes), else None; the descriptor is closed."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 class _SubDir(Dir):
     """A directory opened through its parent's handle (never through a path)."""
 
@@ -326,19 +332,8 @@ def make_durable(paths: list[Path], directory: Path) -> None:
     A command changes a handful of files: fsync each and the directory once, instead of a
     system-wide sync that also waits for every other process's dirty pages.
     """
-    if len(paths) > FSYNC_EACH_MAX:
-        os.sync()
-        return
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_dir(directory)
+    with Dir(directory, create=False) as d:
+        d.make_durable([p.name for p in paths])
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 
 import yaml
@@ -42,15 +41,7 @@ def read_raw(path: Path) -> bytes | None:
         fd = os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    return fsutil.read_fd(fd)
 
 
 def read_values(secrets_dir: Path, component_id: str) -> dict[str, str]:
@@ -71,13 +62,20 @@ def read_values(secrets_dir: Path, component_id: str) -> dict[str, str]:
 
 
 def write_values(secrets_dir: Path, component_id: str, values: dict[str, str]) -> None:
-    """Replace the component's secrets file atomically (0600 in a 0700 dir); empty → removed."""
-    fsutil.ensure_dir(secrets_dir, 0o700)
-    path = secrets_file(secrets_dir, component_id)
-    if not values:
-        fsutil.remove(path)
-        return
-    fsutil.atomic_write(path, render(values), mode=0o600)
+    """Replace the component's secrets file atomically (0600 in a 0700 dir); empty → removed.
+    Written inside the dir opened once; a link there (a mounted Secret) is never replaced."""
+    name = file_name(component_id)
+    with fsutil.Dir(secrets_dir, 0o700) as d:
+        if d.is_link(name):
+            raise ValidationError(
+                f"the secrets file {secrets_dir / name} is a symbolic link (a mounted Secret?); "
+                "refusing to replace it"
+            )
+        if values:
+            d.write(name, render(values), mode=0o600)
+        else:
+            d.remove(name)
+        d.check()
 
 
 def render(values: dict[str, str]) -> bytes:

@@ -282,6 +282,7 @@ def test_an_unload_by_wassette_that_sync_records_removes_values(env: Env, wasset
     assert values(env) == {"API_KEY": OLD}  # Wassette kept them
     r = ok(env.run("state", "sync"))
     assert "c: wasm file deleted" in r.text
+    assert "c: its secrets file goes with it (--keep-secret-values keeps it)" in r.out
     assert declared(env) is None
     assert not secret_files.secrets_file(env.secrets_dir, "c").exists(), "sync left values"
     other = env.root / "inputs" / "c.wasm"  # a different component, loaded by Wassette
