@@ -142,20 +142,6 @@ def test_another_applications_database_stays_byte_identical(env: Env, alembic: b
 # ---------------------------------------------------------------- a read-only copy
 
 
-def reader_env(env: Env) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
-    out.update(
-        WASSETTE_STATE_DB=str(env.db),
-        WASSETTE_COMPONENT_DIR=str(env.component_dir),
-        WASSETTE_SECRETS_DIR=str(env.secrets_dir),
-        WASSETTE_ACTOR="auditor@test",
-        HOME=str(env.root / "home"),
-        XDG_DATA_HOME=str(env.root / "xdg-data"),
-        XDG_CONFIG_HOME=str(env.root / "xdg-config"),
-    )
-    return out
-
-
 def run_unprivileged(env: Env, *args: str) -> Result:
     """The CLI as a user the file modes apply to (root without its override capabilities)."""
     prefix = []
@@ -165,7 +151,7 @@ def run_unprivileged(env: Env, *args: str) -> Result:
         [*prefix, wassette_exe(), *args],
         capture_output=True,
         text=True,
-        env=reader_env(env),
+        env=env.environ("auditor@test"),
         cwd="/",
         timeout=120,
     )
