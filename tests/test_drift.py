@@ -200,6 +200,11 @@ def test_each_kind_of_drift(env: Env, change: str, expected: list[tuple[str, str
     with opened(env) as s:
         assert drift.find(s).drifts  # export/verify would warn
         outcome, drifts = drift.sync(s)
+        if change == "wasm-deleted-keys-edited":  # its values go with it (not by hand)
+            gone = "its secrets file goes with it (--keep-secret-values keeps it)"
+            assert drifts[-1] == drift.Drift("weather", gone)
+            assert not secret_files.secrets_file(env.secrets_dir, "weather").exists()
+            drifts = drifts[:-1]
         assert len(drifts) == len(expected) and all(d.adoptable for d in drifts)
         assert [(e.type, e.component_id) for e in outcome.events] == expected
         assert {e.actor for e in outcome.events} == {drift.SYNC_ACTOR}
