@@ -231,7 +231,7 @@ def test_concurrent_cli_commands(env: Env) -> None:
     assert (
         subprocess.run(
             [str(Path(sys.executable).parent / "wassette-state"), "component", "attach", str(src)],
-            env=cli_env(env),
+            env=env.environ("cli@test"),
             capture_output=True,
         ).returncode
         == 0
@@ -245,7 +245,7 @@ def test_concurrent_cli_commands(env: Env) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=cli_env(env),
+            env=env.environ("cli@test"),
         )
         for cmd in procs
     ]
@@ -258,17 +258,3 @@ def test_concurrent_cli_commands(env: Env) -> None:
     assert state.environment == {"BASE": "1", "CLI1": "v1", "CLI3": "v3"}
     assert state.components["w"].secret_keys == ("K0", "K2")
     assert_verifies(store)  # type: ignore[arg-type]
-
-
-def cli_env(env: Env) -> dict[str, str]:
-    import os
-
-    out = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
-    out.update(
-        WASSETTE_STATE_DB=str(env.db),
-        WASSETTE_COMPONENT_DIR=str(env.component_dir),
-        WASSETTE_SECRETS_DIR=str(env.secrets_dir),
-        WASSETTE_ACTOR="cli@test",
-        HOME=str(env.root / "home"),
-    )
-    return out
