@@ -25,9 +25,14 @@ DEFAULT_DEBOUNCE_MS = 100  # store.watch.DEFAULT_DEBOUNCE_MS, not imported at st
     metavar="MS",
     help="Quiet time that ends a burst of changes (one transaction per burst).",
 )
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="Leave the secrets file of a component Wassette unloaded (as Wassette's unload does).",
+)
 @output_option
 @pass_app
-def watch(app: App, debounce_ms: int) -> None:
+def watch(app: App, debounce_ms: int, keep_secret_values: bool) -> None:
     """Record what Wassette (or anyone) changes in the component and secrets dirs, as
     `sync` transactions by the actor `filesystem`, within about a second of each burst.
 
@@ -36,6 +41,9 @@ def watch(app: App, debounce_ms: int) -> None:
     this tool's own writes, and ignores Wassette's caches (<id>.cwasm, downloads/, metadata
     rewrites). One line per recorded transaction on stdout (-o json: one JSON object per
     line); warnings on stderr. SIGTERM or Ctrl-C stops it (exit 0).
+
+    A component Wassette unloads leaves the state with its secret values, as with `sync`;
+    --keep-secret-values leaves them, so a reload through Wassette finds them.
     """
     if app.output == "yaml":
         raise click.UsageError("watch prints text or JSON lines (-o json), not YAML")
@@ -58,7 +66,7 @@ def watch(app: App, debounce_ms: int) -> None:
             count[0] += 1
             _print(r, app.output)
 
-        Watch(store, stop, recorded, warn, debounce_ms).run()
+        Watch(store, stop, recorded, warn, debounce_ms, keep_secret_values).run()
     finally:
         restore()
     click.echo(f"stopped ({plural(count[0], 'transaction')} recorded)", err=True)

@@ -63,6 +63,7 @@ class Watch:
     on_recorded: Callable[[Recorded], None]
     on_warning: Callable[[str], None]
     debounce_ms: int = DEFAULT_DEBOUNCE_MS
+    keep_secret_values: bool = False
     scans: int = 0
     _warned: set[str] = field(default_factory=set)
     _failures: int = 0
@@ -159,7 +160,7 @@ class Watch:
 
         self.scans += 1
         try:
-            outcome, drifts = sync(self.store, unreadable_ok=True)
+            outcome, drifts = sync(self.store, self.keep_secret_values, unreadable_ok=True)
         except (StoreError, OSError) as e:
             self._failures += 1
             delay = RETRY_S[min(self._failures, len(RETRY_S)) - 1]

@@ -84,6 +84,34 @@ def test_what_the_real_wassette_changes_is_recorded_within_the_bound(
     ok(env.run("state", "verify"))
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["values-go", "keep-secret-values"])
+def test_an_unload_by_wassette_takes_the_values_unless_asked_to_keep_them(
+    env: Env, wassette: Any, keep: bool
+) -> None:
+    """As `state sync`: the values of a component Wassette unloaded leave the file Wassette
+    reads; with --keep-secret-values they stay, so a reload through Wassette finds them."""
+    write_component(env.root / "fetch.wasm", "simple")
+    extra = ("--keep-secret-values",) if keep else ()
+    with WatchProcess(env, extra):
+        before = last_tx(env.db)
+        wassette.ok("component", "load", (env.root / "fetch.wasm").as_uri())
+        wait_for(env.db, before, {"component.attached"}, timeout=BOUND_S)
+        before = last_tx(env.db)
+        wassette.ok("secret", "set", "fetch", f"TOKEN={SECRET}")
+        wait_for(env.db, before, {"secret.keys_set"}, timeout=BOUND_S)
+        before = last_tx(env.db)
+        wassette.ok("component", "unload", "fetch")
+        wait_for(env.db, before, {"component.detached"}, timeout=BOUND_S)
+        secrets_file = env.secrets_dir / "fetch.yaml"
+        assert secrets_file.exists() is keep
+        before = last_tx(env.db)
+        wassette.ok("component", "load", (env.root / "fetch.wasm").as_uri())
+        wait_for(env.db, before, {"component.attached"}, timeout=BOUND_S)
+        listed = json.loads(ok(env.run("secret", "list", "fetch", "-o", "json")).out)["secrets"]
+    assert [k["key"] for k in listed] == (["TOKEN"] if keep else [])
+    assert SECRET.encode() not in env.db.read_bytes()
+
+
 # ------------------------------------------------------------------ (b) bursts
 
 
