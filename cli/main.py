@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from wassette_state.store.config import Settings
+    from wassette_state.store.config import LiveTarget, Settings
     from wassette_state.store.service import Store
 
 VERSION = "0.1.0"
@@ -50,6 +50,7 @@ class App:
         self.output: str = output_format(opts.get("output")) or "text"
         self._settings: Settings | None = None
         self._store: Store | None = None
+        self.live: LiveTarget | None = None  # resolved when a command opens the store to write
 
     @property
     def settings(self) -> Settings:
@@ -101,9 +102,17 @@ class App:
             from wassette_state.store.service import Store
 
             ctx = click.get_current_context(silent=True)
-            self._store = Store(self.settings, writing=ctx is None or writes(ctx))
+            writing = ctx is None or writes(ctx)
+            if writing and self.live is None:
+                # before anything is recorded: a bad URL or bind_address is refused, not
+                # found out after the commit
+                from wassette_state.store.config import live_target
+
+                self.live = live_target(self.opts.get("wassette_url"), self.opts.get("restart"))
+            self._store = Store(self.settings, writing=writing)
             self._store.command_line = self.command_line(ctx)
             _CURRENT["store"] = self._store
+            _CURRENT["app"] = self
         return self._store
 
     def close(self) -> None:
@@ -206,6 +215,20 @@ class TopGroup(click.Group):
 @click.option(
     *OUTPUT_NAMES, "output", type=click.Choice(OUTPUT_FORMATS), default=None, help="Output format."
 )
+@click.option(
+    "--wassette-url",
+    envvar="WASSETTE_STATE_WASSETTE_URL",
+    metavar="URL",
+    help="MCP endpoint of the running Wassette to tell about each change "
+    "(e.g. http://127.0.0.1:9001/mcp; default: bind_address in its config.toml; 'off': none).",
+)
+@click.option(
+    "--restart-command",
+    "restart",
+    envvar="WASSETTE_STATE_RESTART_COMMAND",
+    metavar="CMD",
+    help="Shell command that restarts Wassette: run after a change no MCP call can serve.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(VERSION, prog_name="wassette-state")
 @click.pass_context
@@ -265,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="wassette-state", standalone_mode=False)
         _flush_stdout()  # a write that fails only here must not pass for success
+        _tell_wassette()
     except click.exceptions.NoArgsIsHelpError as e:  # a group without a subcommand: its help
         click.echo(e.ctx.get_help(), err=True)
         sys.exit(2)
@@ -292,6 +316,19 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # never a traceback on the terminal: it could carry a secret value
         _unexpected(e)
     sys.exit(0)
+
+
+def _tell_wassette() -> None:
+    """After a command that recorded a change: the running Wassette serves it (store.live).
+    Never an error exit: the change is recorded and its files written whatever happens here."""
+    app, store = _CURRENT.get("app"), _CURRENT.get("store")
+    if app is None or store is None or not store.appended or app.live is None:
+        return
+    from wassette_state.cli.output import escape
+    from wassette_state.store import live
+
+    for line in live.tell(store, store.appended, app.live):
+        click.echo(escape(line), err=True)
 
 
 def _unexpected(e: BaseException) -> NoReturn:

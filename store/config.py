@@ -354,3 +354,85 @@ def moved_dirs_warning(settings: Settings, recorded: dict[str, object]) -> str |
         + "; ".join(moved)
         + "; pass --component-dir/--secrets-dir to keep using the recorded dirs"
     )
+
+
+# ------------------------------------------------------------------ the running Wassette
+
+WASSETTE_URL_ENV = "WASSETTE_STATE_WASSETTE_URL"
+RESTART_ENV = "WASSETTE_STATE_RESTART_COMMAND"
+OFF = ("off", "none")  # `--wassette-url off`: no Wassette to tell, and nothing said about it
+
+
+@dataclass(frozen=True)
+class LiveTarget:
+    """How a running Wassette learns about a change: its MCP endpoint, a restart command, both
+    or neither, each with where it came from (for messages)."""
+
+    url: str | None = None
+    url_from: str = ""
+    restart_command: str | None = None
+    restart_from: str = ""
+    off: bool = False  # told explicitly that no Wassette runs on this store
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None or self.restart_command is not None
+
+
+def _given(value: str | None, flag: str, env_name: str) -> tuple[str, str] | None:
+    """A flag's value and its origin (click fills the option from the env var too)."""
+    if value is None or not value.strip():
+        return None
+    return value.strip(), (env_name if os.environ.get(env_name) == value else flag)
+
+
+def bind_url(bind_address: str) -> str:
+    """The MCP endpoint of a Wassette bound to `host:port` (an unspecified address is reached
+    on the loopback one), or a refusal when the address is not `host:port`."""
+    host, sep, port = bind_address.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ValidationError(f"bind_address {bind_address!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/mcp"
+
+
+def _check_url(url: str, origin: str) -> None:
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        raise ValidationError(
+            f"the Wassette URL {url!r} (from {origin}) is not valid: {e}"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(
+            f"the Wassette URL {url!r} (from {origin}) is not an http:// or https:// URL "
+            "(Wassette's MCP endpoint, e.g. http://127.0.0.1:9001/mcp; 'off' for none)"
+        )
+
+
+def live_target(wassette_url: str | None = None, restart_command: str | None = None) -> LiveTarget:
+    """Resolved like the dirs: the flag, then the env var; for the URL, then the `bind_address`
+    of Wassette's config.toml (where `wassette serve` listens when no flag says otherwise; its
+    default 127.0.0.1:9001 is never assumed). Reads config.toml only when it can matter."""
+    url = _given(wassette_url, "--wassette-url", WASSETTE_URL_ENV)
+    restart = _given(restart_command, "--restart-command", RESTART_ENV)
+    if url is not None and url[0].lower() in OFF:
+        return LiveTarget(off=True)
+    if url is not None:
+        _check_url(*url)
+    if url is None:
+        config = load_config()
+        bind = config.values.get("bind_address")
+        if isinstance(bind, str) and bind.strip():
+            url = bind_url(bind), f"bind_address in {config.path}"
+    return LiveTarget(
+        url=url[0] if url else None,
+        url_from=url[1] if url else "",
+        restart_command=restart[0] if restart else None,
+        restart_from=restart[1] if restart else "",
+    )

@@ -71,6 +71,9 @@ class Store:
         # being recorded when it came.
         self.last_tx: int | None = None
         self.committing = False
+        # Every event this Store appended, for telling a running Wassette after the command
+        # (store.live); a long-lived user (a watcher) may clear it.
+        self.appended: list[log.StoredEvent] = []
         self.blobs = files.BlobStore(settings.blob_dir)
         self._dirs_noted = False
         self._files_lock_held = False
@@ -347,6 +350,7 @@ class Store:
                 continue
             self.committing = False
             self.last_tx = appended.tx_id
+            self.appended.extend(appended.events)
             if stage is not None:
                 stage.settle(True)
             logger.info(

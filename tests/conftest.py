@@ -89,6 +89,8 @@ class Env:
             HOME=str(self.root / "home"),
             XDG_DATA_HOME=str(self.root / "xdg-data"),
             XDG_CONFIG_HOME=str(self.root / "xdg-config"),
+            # No Wassette runs on a test's store unless the test starts one (tests/test_live.py)
+            WASSETTE_STATE_WASSETTE_URL="off",
         )
         env.update(extra)
         return env

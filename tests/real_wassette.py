@@ -111,6 +111,189 @@ class RealWassette:
         finally:
             client.close()
 
+    @contextmanager
+    def serve(self, *args: str, port: int | None = None, **extra: str) -> Iterator[Served]:
+        """`wassette serve --streamable-http` on a free 127.0.0.1 port (or `port`; with
+        `port=0` no `--bind-address` is passed: config.toml's or the default applies), ready
+        when its health check answers; stopped afterwards. Its log goes to a file."""
+        (self.env.root / "home").mkdir(exist_ok=True)
+        for attempt in range(5):  # another process may take a free port before Wassette does
+            chosen = free_port() if port is None else port
+            bind = ["--bind-address", f"127.0.0.1:{chosen}"] if chosen else []
+            served = Served.start(self, ["serve", "--streamable-http", *bind, *args], extra)
+            try:
+                served.wait_ready(chosen)
+            except _PortTaken:
+                served.stop()
+                if port is None and attempt < 4:
+                    continue
+                raise
+            except BaseException:
+                served.stop()
+                raise
+            break
+        try:
+            yield served
+        finally:
+            served.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+@dataclass
+class Served:
+    """A running `wassette serve`: its process, log file and MCP endpoint."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+
+    @classmethod
+    def start(cls, wassette: RealWassette, args: list[str], extra: dict[str, str]) -> Served:
+        log_path = (
+            wassette.env.root
+            / f"wassette-serve-{len(list(wassette.env.root.glob('wassette-serve-*')))}.log"
+        )
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [str(TOOL), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=wassette.environ(**extra),
+                cwd=wassette.env.root,
+            )
+        return cls(proc, log_path)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def wait_ready(self, port: int, timeout: float = 120) -> None:
+        import re
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                if "in use" in self.log:
+                    raise _PortTaken(self.log[-2000:])
+                raise RuntimeError(
+                    f"wassette serve exited {self.proc.returncode}: {self.log[-2000:]}"
+                )
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)/mcp", _plain(self.log))
+            if found:
+                self.port = int(found.group(1))
+                assert port in (0, self.port), (port, self.port)
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"wassette serve did not start: {self.log[-2000:]}")
+
+    def client(self, name: str = "wassette-state-tests") -> HttpMcp:
+        client = HttpMcp(self.url, name)
+        client.initialize()
+        return client
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _plain(text: str) -> str:
+    """Wassette's log without its ANSI colours."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class HttpMcp:
+    """The test's own MCP client for Streamable HTTP (urllib, independent of store/mcp.py):
+    JSON or SSE answers, the `Mcp-Session-Id` header."""
+
+    def __init__(self, url: str, name: str = "wassette-state-tests") -> None:
+        self.url = url
+        self.name = name
+        self.session: str | None = None
+        self._next_id = 0
+
+    def _post(self, message: dict[str, Any]) -> Any:
+        import urllib.request
+
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        if self.session:
+            headers["Mcp-Session-Id"] = self.session
+        req = urllib.request.Request(
+            self.url, data=json.dumps(message).encode(), headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            self.session = resp.headers.get("Mcp-Session-Id") or self.session
+            body = resp.read().decode()
+            ctype = resp.headers.get("Content-Type", "")
+        if "id" not in message:
+            return None
+        if "text/event-stream" in ctype:
+            found = [
+                json.loads(line[5:])
+                for line in body.splitlines()
+                if line.startswith("data:") and line[5:].strip().startswith("{")
+            ]
+        else:
+            found = [json.loads(body)]
+        for msg in found:
+            if msg.get("id") == message["id"]:
+                if "error" in msg:
+                    raise McpError(msg["error"])
+                return msg["result"]
+        raise AssertionError(f"no answer to {message}: {body!r}")
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        self._next_id += 1
+        return self._post(
+            {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}}
+        )
+
+    def initialize(self) -> Any:
+        result = self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": self.name, "version": "1"},
+            },
+        )
+        self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return result
+
+    def tool_names(self) -> list[str]:
+        return [t["name"] for t in self.request("tools/list")["tools"]]
+
+    def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        """The `tools/call` result as is (`isError` set when the tool failed)."""
+        return self.request("tools/call", {"name": name, "arguments": arguments or {}})
+
 
 class McpClient:
     """A minimal MCP client over a child's stdio: JSON-RPC lines, one request at a time."""

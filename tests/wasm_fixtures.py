@@ -524,6 +524,26 @@ def async_types_component() -> bytes:
     )
 
 
+def const_component(funcs: Sequence[tuple[str, int]]) -> bytes:
+    """A component whose functions really answer: each `name() -> u32` returns its number
+    (for tests that call tools through a running Wassette)."""
+    core = " ".join(
+        f'(func (export "f{i}") (result i32) i32.const {value})'
+        for i, (_, value) in enumerate(funcs)
+    )
+    lifted = " ".join(
+        f'(func $f{i} (result u32) (canon lift (core func $core "f{i}")))'
+        for i in range(len(funcs))
+    )
+    exports = " ".join(f"(export {_quote(name)} (func $f{i}))" for i, (name, _) in enumerate(funcs))
+    return bytes(
+        wasmtime.wat2wasm(
+            f"(component (core module $m {core}) (core instance $core (instantiate $m))"
+            f" {lifted} {exports})"
+        )
+    )
+
+
 def core_module_bytes() -> bytes:
     """A plain core module (not a component)."""
     return bytes(wasmtime.wat2wasm('(module (func (export "f") (result i32) i32.const 1))'))
