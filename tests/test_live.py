@@ -381,3 +381,152 @@ def test_failing_restart_command_warns(env: Env) -> None:
     lines = res.err.splitlines()
     assert len(lines) == 1 and "exited with status 3" in lines[0], lines
     assert "WASSETTE_STATE_RESTART_COMMAND" in lines[0]
+
+
+# ------------------------------------------------------------------ the MCP client itself
+
+
+def test_client_speaks_json_answers_without_sessions(env: Env, wassette: RealWassette) -> None:
+    """Wassette's other answer style: plain JSON, stateless (no Mcp-Session-Id)."""
+    with wassette.serve("--json-response", "true", "--legacy-sessions", "false") as s:
+        quiet(live(env, s.url, "component", "attach", str(write(env, "calc", V1))))
+        assert answer(s.client(), "answer") == 1
+        quiet(live(env, s.url, "component", "detach", "calc"))
+        gone(s.client(), "answer")
+
+
+def test_client_starts_a_new_session_when_wassette_restarted(
+    env: Env, wassette: RealWassette
+) -> None:
+    from wassette_state.store import mcp
+
+    quiet(env.run("component", "attach", str(write(env, "calc", V1))))
+    with wassette.serve() as first:
+        port = first.port
+        client = mcp.Client(first.url)
+        client.initialize()
+        old = client.session
+        assert old and "answer" in client.tool_names()
+    with wassette.serve(port=port):  # same address, a Wassette that never saw the session
+        assert "answer" in client.tool_names()
+        assert client.session and client.session != old
+        assert mcp.result_text(client.call("list-components"))
+        client.close()
+        with pytest.raises(mcp.ToolError, match="Tool not found"):
+            mcp.Client(first.url).call("no-such-tool")
+
+
+def test_client_unreachable_and_not_mcp(env: Env) -> None:
+    import http.server
+    import threading
+
+    from wassette_state.store import mcp
+
+    with pytest.raises(mcp.Unreachable):
+        mcp.Client(f"http://127.0.0.1:{free_port()}/mcp", connect_timeout=1).initialize()
+
+    class NotMcp(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>hello</html>")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotMcp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/mcp"
+        with pytest.raises(mcp.McpError, match="not JSON"):
+            mcp.Client(url).initialize()
+        # the CLI: one warning line, exit 0, the change kept
+        res = ok(live(env, url, "component", "attach", str(write(env, "calc", V1))))
+        lines = res.err.splitlines()
+        assert len(lines) == 1 and "could not be told: the answer is not JSON" in lines[0], lines
+        assert (env.component_dir / "calc.wasm").exists()
+    finally:
+        server.shutdown()
+
+
+def test_sse_messages() -> None:
+    from wassette_state.store.mcp import _sse_messages
+
+    body = (
+        b": comment\r\n\r\nid: 1\r\nevent: message\r\n"
+        b'data: {"id": 1,\r\ndata:  "result": {}}\r\n\r\n'
+        b'data:\n\ndata: not json\n\ndata:{"id": 2}'
+    )
+    assert _sse_messages(body) == [{"id": 1, "result": {}}, {"id": 2}]
+
+
+# ------------------------------------------------------------------ the plan (pure)
+
+
+def _events(*items: tuple[str, str | None, dict[str, Any]]) -> list[Any]:
+    from wassette_state.store.log import StoredEvent
+
+    out = []
+    for n, (type_, cid, data) in enumerate(items, 1):
+        stream = cid if cid is not None else "$instance"
+        payload = {**data, "component_id": cid} if cid is not None else data
+        out.append(StoredEvent(n, 1, 0, "a", "change", "c", stream, n, type_, 1, payload, "h"))
+    return out
+
+
+def test_plan_per_change_kind() -> None:
+    from wassette_state.store import live as lv
+
+    change = lv.touched(
+        _events(
+            ("paths.set", None, {}),
+            ("component.attached", "new", {}),
+            ("policy.detached", "bare", {}),
+            ("policy.detached", "regranted", {}),
+            ("policy.changed", "regranted", {}),
+            ("secret.keys_set", "secret", {"keys": ["K"]}),
+            ("component.detached", "old", {}),
+            ("env.set", None, {"key": "LEVEL", "value": "x"}),
+        )
+    )
+    assert change.env_keys == {"LEVEL"}
+    present = {"new": False, "bare": False, "regranted": True, "secret": True}
+    plan = lv.plan(change, present)
+    assert plan.unload == ["old"]
+    assert plan.load == ["bare", "new", "regranted", "secret"]
+    assert plan.reset == ["bare"]  # only where a policy went away
+    calls = plan.calls("/c d")
+    assert [c[0] for c in calls] == ["unload-component"] + ["load-component"] * 4 + [
+        "reset-permission"
+    ]
+    assert calls[1][1] == {"path": "file:///c d/bare.wasm"}  # as is: Wassette does not decode
+    # a component detached by one command and re-attached by another before the telling:
+    # the state read then decides (load, never unload)
+    assert lv.plan(lv.touched(_events(("component.detached", "x", {}))), {"x": False}).load == ["x"]
+    assert not lv.touched(_events(("paths.set", None, {})))
+
+
+@pytest.mark.parametrize(
+    ("bind", "url"),
+    [
+        ("127.0.0.1:9001", "http://127.0.0.1:9001/mcp"),
+        ("0.0.0.0:80", "http://127.0.0.1:80/mcp"),
+        ("[::]:9001", "http://[::1]:9001/mcp"),
+        ("[::1]:7", "http://[::1]:7/mcp"),
+        ("localhost:9001", "http://localhost:9001/mcp"),
+    ],
+)
+def test_bind_url(bind: str, url: str) -> None:
+    from wassette_state.store.config import bind_url
+
+    assert bind_url(bind) == url
+
+
+@pytest.mark.parametrize("bind", ["9001", "host:", ":9001", "h:0", "h:65536", "h:x"])
+def test_bind_url_refused(bind: str) -> None:
+    from wassette_state.store.config import bind_url
+    from wassette_state.store.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="HOST:PORT"):
+        bind_url(bind)
