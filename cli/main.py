@@ -108,7 +108,11 @@ class App:
                 # found out after the commit
                 from wassette_state.store.config import live_target
 
-                self.live = live_target(self.opts.get("wassette_url"), self.opts.get("restart"))
+                self.live = live_target(
+                    self.opts.get("wassette_url"),
+                    self.opts.get("restart"),
+                    data_dir=self.settings.data_dir,
+                )
             self._store = Store(self.settings, writing=writing)
             self._store.command_line = self.command_line(ctx)
             _CURRENT["store"] = self._store
@@ -265,6 +269,7 @@ def _register() -> None:
         state.state,
         runtime.start_command,
         watch.watch,
+        runtime.serve,
     ):
         cli.add_command(group)
     # The same command objects once more at the top level: `export FILE` is `state export FILE`.

@@ -87,3 +87,49 @@ def start_command(app: App, transport: str) -> None:
             f"from [environment_vars] in {data['config_file']}, which this store does not manage"
         )
     emit(data, app.output, data["command"])
+
+
+@click.command(
+    "serve",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option(
+    "--wassette-bin",
+    envvar="WASSETTE_STATE_WASSETTE_BIN",
+    default="wassette",
+    show_default=True,
+    metavar="PATH",
+    help="The Wassette program to run.",
+)
+@click.argument("wassette_args", nargs=-1, type=click.UNPROCESSED)
+@pass_app
+def serve(app: App, wassette_bin: str, wassette_args: tuple[str, ...]) -> None:
+    """Run Wassette (`wassette serve`) on this store, and record what its agents change.
+
+    Wassette runs as a child on the store's component dir, secrets dir and env file (as
+    `start-command` prints it), with the arguments after `--` added. While it runs, every
+    change recorded by another wassette-state command is served at once, and every change an
+    MCP client makes through Wassette's built-in tools (load-component, grants, …) is recorded
+    as a `sync` transaction by `mcp:<client name>`, the tool call as its command. Signals are
+    forwarded; the exit status is Wassette's.
+
+    \b
+    Examples:
+      wassette-state serve
+      wassette-state serve -- --bind-address 127.0.0.1:9002 --disable-builtin-tools
+    """
+    from wassette_state.store import supervise
+    from wassette_state.store.config import bind_url, load_config
+
+    args = list(wassette_args)
+    data = plan(app, "serve")
+    if data["config_environment_keys"]:
+        warn(
+            f"Wassette also gives components {', '.join(data['config_environment_keys'])} "
+            f"from [environment_vars] in {data['config_file']}, which this store does not manage"
+        )
+    bind = load_config().values.get("bind_address")
+    url = bind_url(supervise.bind_address(args, bind if isinstance(bind, str) else None))
+    argv = [wassette_bin, *data["argv"][1:], *args]
+    code = supervise.Supervisor(app.store, argv, data["env"], url).run()
+    raise click.exceptions.Exit(code)

@@ -398,6 +398,27 @@ def bind_url(bind_address: str) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}/mcp"
 
 
+SERVE_FILE = "serve.json"  # in the data dir, while `wassette-state serve` runs
+
+
+def serving(data_dir: Path) -> tuple[str, int] | None:
+    """(URL, pid) of the `wassette-state serve` running on this store, if one is."""
+    import json
+
+    try:
+        doc = json.loads((data_dir / SERVE_FILE).read_text())
+        url, pid = str(doc["url"]), int(doc["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # left behind by a serve that was killed
+    except PermissionError:
+        pass  # alive, another user's
+    return url, pid
+
+
 def _check_url(url: str, origin: str) -> None:
     import urllib.parse
 
@@ -415,16 +436,25 @@ def _check_url(url: str, origin: str) -> None:
         )
 
 
-def live_target(wassette_url: str | None = None, restart_command: str | None = None) -> LiveTarget:
-    """Resolved like the dirs: the flag, then the env var; for the URL, then the `bind_address`
-    of Wassette's config.toml (where `wassette serve` listens when no flag says otherwise; its
-    default 127.0.0.1:9001 is never assumed). Reads config.toml only when it can matter."""
+def live_target(
+    wassette_url: str | None = None,
+    restart_command: str | None = None,
+    data_dir: Path | None = None,
+) -> LiveTarget:
+    """Resolved like the dirs: the flag, then the env var; for the URL, then a `wassette-state
+    serve` running on this store (`data_dir`), then the `bind_address` of Wassette's
+    config.toml (where `wassette serve` listens when no flag says otherwise; its default
+    127.0.0.1:9001 is never assumed). Reads config.toml only when it can matter."""
     url = _given(wassette_url, "--wassette-url", WASSETTE_URL_ENV)
     restart = _given(restart_command, "--restart-command", RESTART_ENV)
     if url is not None and url[0].lower() in OFF:
         return LiveTarget(off=True)
     if url is not None:
         _check_url(*url)
+    if url is None and data_dir is not None:
+        running = serving(data_dir)
+        if running is not None:
+            url = running[0], f"wassette-state serve (pid {running[1]})"
     if url is None:
         config = load_config()
         bind = config.values.get("bind_address")

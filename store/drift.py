@@ -604,10 +604,16 @@ SYNC_ATTEMPTS = 5
 
 
 def sync(
-    store: Any, keep_secret_values: bool = False, unreadable_ok: bool = False
+    store: Any,
+    keep_secret_values: bool = False,
+    unreadable_ok: bool = False,
+    actor: str = SYNC_ACTOR,
+    command: str = "state sync",
 ) -> tuple[Any, list[Drift]]:
-    """Record adoptable drift as one `sync` transaction by the actor `filesystem`; the secret
-    values of components it records as gone leave with them, unless `keep_secret_values`.
+    """Record adoptable drift as one `sync` transaction by the actor `filesystem` (or who
+    made it, when known: `serve` names the MCP client whose tool call Wassette logged); the
+    secret values of components it records as gone leave with them, unless
+    `keep_secret_values`.
 
     The files lock is held from the repair through the scan to the commit, and the scan reads
     a state whose files are written: a command that committed but has not written its files
@@ -645,11 +651,13 @@ def sync(
                 )
 
             try:
+                if keep_secret_values and command == "state sync":
+                    command += " --keep-secret-values"
                 outcome = store.execute(
-                    "state sync" + (" --keep-secret-values" if keep_secret_values else ""),
+                    command,
                     decide,
                     kind="sync",
-                    actor=SYNC_ACTOR,
+                    actor=actor,
                     stage=_leaving(store, found, keep_secret_values),
                 )
             except ConflictError:
