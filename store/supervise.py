@@ -59,19 +59,33 @@ class Supervisor:
         self.url = url
         self.calls: queue.Queue[wassette_log.Call | None] = queue.Queue()
         self.recorded: list[int] = []
+        self._reader = wassette_log.Reader()
+        self._lock = threading.Lock()
+        self._open = 0
 
     @property
     def serve_file(self) -> Path:
         return Path(self.store.settings.data_dir) / SERVE_FILE
 
     def run(self) -> int:
-        from wassette_state.store import fsutil
+        from wassette_state.store import drift, fsutil
 
+        # What changed while nobody supervised is nobody's agent's doing: recorded first, as
+        # `state sync` records it (actor filesystem).
+        outcome, _ = drift.sync(self.store)
+        self.store.appended.clear()
+        if outcome.tx_id is not None:
+            logger.warning(
+                "wassette-state: recorded tx %d: drift found before Wassette started (%s)",
+                outcome.tx_id,
+                _events(len(outcome.events)),
+            )
         try:
             proc = subprocess.Popen(
                 self.argv,
                 env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
@@ -87,9 +101,11 @@ class Supervisor:
             durable=False,
         )
         previous = {s: signal.signal(s, lambda n, _f: _forward(proc, n)) for s in FORWARDED}
-        assert proc.stderr is not None
-        reader = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
-        reader.start()
+        # Wassette `serve` logs on stdout (`run` on stderr): both are passed through and read.
+        assert proc.stdout is not None and proc.stderr is not None
+        self._open = 2
+        for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
+            threading.Thread(target=self._read, args=(stream, out), daemon=True).start()
         try:
             self._loop()
             return _status(proc.wait())
@@ -100,18 +116,20 @@ class Supervisor:
                 if json.loads(self.serve_file.read_text()).get("pid") == os.getpid():
                     self.serve_file.unlink()
 
-    def _read(self, stream: IO[bytes]) -> None:
+    def _read(self, stream: IO[bytes], out: Any) -> None:
         """Wassette's log: passed through as is, and read for changing tool calls."""
-        reader = wassette_log.Reader()
-        out = sys.stderr.buffer
         for raw in stream:
             with _suppress():
-                out.write(raw)
-                out.flush()
-            call = reader.feed(raw.decode("utf-8", "replace"))
+                out.buffer.write(raw)
+                out.buffer.flush()
+            with self._lock:
+                call = self._reader.feed(raw.decode("utf-8", "replace"))
             if call is not None:
                 self.calls.put(call)
-        self.calls.put(None)
+        with self._lock:
+            self._open -= 1
+            if self._open == 0:
+                self.calls.put(None)
 
     def _loop(self) -> None:
         pending: list[wassette_log.Call] = []
@@ -151,12 +169,16 @@ class Supervisor:
         if outcome.tx_id is not None:
             self.recorded.append(outcome.tx_id)
             logger.warning(
-                "wassette-state: recorded tx %d (%d events) by %s: %s",
+                "wassette-state: recorded tx %d (%s) by %s: %s",
                 outcome.tx_id,
-                len(outcome.events),
+                _events(len(outcome.events)),
                 actor,
                 "; ".join(commands),
             )
+
+
+def _events(n: int) -> str:
+    return f"{n} event" if n == 1 else f"{n} events"
 
 
 def _forward(proc: subprocess.Popen[bytes], signum: int) -> None:
