@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="wassette-state", standalone_mode=False)
         _flush_stdout()  # a write that fails only here must not pass for success
         _tell_wassette()
+        if _CURRENT.get("status"):
+            sys.exit(_CURRENT["status"])
     except click.exceptions.NoArgsIsHelpError as e:  # a group without a subcommand: its help
         click.echo(e.ctx.get_help(), err=True)
         sys.exit(2)
@@ -321,6 +323,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # never a traceback on the terminal: it could carry a secret value
         _unexpected(e)
     sys.exit(0)
+
+
+def exit_with(status: int) -> None:
+    """The status the process exits with once the command is done (`serve`: Wassette's)."""
+    _CURRENT["status"] = status
 
 
 def _tell_wassette() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from wassette_state.cli.main import App, output_option, pass_app
+from wassette_state.cli.main import App, exit_with, output_option, pass_app
 from wassette_state.cli.output import emit, warn
 
 TRANSPORTS = ("serve", "run")
@@ -131,5 +131,4 @@ def serve(app: App, wassette_bin: str, wassette_args: tuple[str, ...]) -> None:
     bind = load_config().values.get("bind_address")
     url = bind_url(supervise.bind_address(args, bind if isinstance(bind, str) else None))
     argv = [wassette_bin, *data["argv"][1:], *args]
-    code = supervise.Supervisor(app.store, argv, data["env"], url).run()
-    raise click.exceptions.Exit(code)
+    exit_with(supervise.Supervisor(app.store, argv, data["env"], url).run())
