@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from wassette_state.cli.main import App, exit_with, output_option, pass_app
+from wassette_state.cli.main import App, output_option, pass_app
 from wassette_state.cli.output import emit, warn
 
 TRANSPORTS = ("serve", "run")
@@ -118,6 +118,7 @@ def serve(app: App, wassette_bin: str, wassette_args: tuple[str, ...]) -> None:
       wassette-state serve
       wassette-state serve -- --bind-address 127.0.0.1:9002 --disable-builtin-tools
     """
+    from wassette_state.cli.main import exit_with
     from wassette_state.store import supervise
     from wassette_state.store.config import bind_url, load_config
 
