@@ -224,7 +224,8 @@ class TopGroup(click.Group):
     envvar="WASSETTE_STATE_WASSETTE_URL",
     metavar="URL",
     help="MCP endpoint of the running Wassette to tell about each change "
-    "(e.g. http://127.0.0.1:9001/mcp; default: bind_address in its config.toml; 'off': none).",
+    "(e.g. http://127.0.0.1:9001/mcp; default: a 'wassette-state serve' on this store, else "
+    "bind_address in Wassette's config.toml; 'off': none).",
 )
 @click.option(
     "--restart-command",
