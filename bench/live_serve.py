@@ -122,11 +122,18 @@ class Site:
         self.proc.wait(timeout=10)
 
 
-def until(check: Any, started: float, limit: float = 30.0) -> float:
-    """Seconds from `started` until `check()` is true (polled without sleeping)."""
+TRIES: dict[str, list[int]] = {"served": [], "gone": []}
+
+
+def until(key: str, check: Any, started: float, limit: float = 30.0) -> float:
+    """Seconds from `started` until `check()` is true (polled without sleeping); the number
+    of checks it took is kept in TRIES (1: served by the time the command exited)."""
+    tries = 1
     while not check():
+        tries += 1
         if time.monotonic() - started > limit:
             raise SystemExit("not served within 30 s")
+    TRIES[key].append(tries)
     return time.monotonic() - started
 
 
@@ -160,12 +167,12 @@ def measure(site: Site, trials: int) -> dict[str, list[float]]:
         t0 = time.monotonic()
         ended = site.run("component", "attach", str(wasm), url=site.url)
         samples["attach_cmd"].append(ended - t0)
-        samples["served"].append(until(lambda i=i: callable_(f"t{i}"), ended))
+        samples["served"].append(until("served", lambda i=i: callable_(f"t{i}"), ended))
 
         t0 = time.monotonic()
         ended = site.run("component", "detach", f"c{i}", url=site.url)
         samples["detach_cmd"].append(ended - t0)
-        samples["gone"].append(until(lambda i=i: gone(f"t{i}"), ended))
+        samples["gone"].append(until("gone", lambda i=i: gone(f"t{i}"), ended))
         print(f"\rtrial {i + 1}/{trials}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     client.close()
@@ -188,12 +195,14 @@ ROWS = [
 
 def table(samples: dict[str, list[float]]) -> str:
     width = max(len(label) for _, label in ROWS)
-    lines = [f"{'figure':<{width}}  {'n':>4}  {'median':>9}  {'p95':>9}"]
+    lines = [f"{'figure':<{width}}  {'n':>4}  {'median':>9}  {'p95':>9}  first check ok"]
     for key, label in ROWS:
         values = samples[key]
+        tries = TRIES.get(key)
+        first = f"{sum(t == 1 for t in tries)}/{len(tries)}" if tries else "-"
         lines.append(
             f"{label:<{width}}  {len(values):>4}  {statistics.median(values) * 1000:>7.1f}ms"
-            f"  {p95(values) * 1000:>7.1f}ms"
+            f"  {p95(values) * 1000:>7.1f}ms  {first:>14}"
         )
     return "\n".join(lines)
 
@@ -215,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             k: {"median": statistics.median(v), "p95": p95(v), "samples": v}
             for k, v in samples.items()
         }
-        json.dump({"trials": args.trials, "figures": summary}, sys.stdout, indent=2)
+        json.dump({"trials": args.trials, "figures": summary, "tries": TRIES}, sys.stdout, indent=2)
         print()
     return 0
 
