@@ -2,18 +2,15 @@
 
 - Other wassette-state commands find it through `<data dir>/serve.json` (its URL and this
   process's pid, removed on exit), so every change they record is served at once (store.live).
-- Its log (stderr) is passed through unchanged and read (store.wassette_log): each changing
-  built-in tool call an MCP client makes is recorded, once Wassette is done writing (a short
-  quiet period), as a `sync` transaction by `mcp:<client name>` with the tool call as the
-  command. What the call changed is what `state sync` finds in the files (store.drift), so a
-  call that changed nothing records nothing.
+- `watch` (store.watch) runs inside it: what changes in the dirs is recorded as `sync`
+  transactions within about a second. Wassette's log (stdout for `serve`) is passed through
+  unchanged and read (store.wassette_log): a change the watch records within a few seconds of
+  a changing built-in tool call is recorded by `mcp:<client name>` with the tool call as its
+  command; other changes stay `filesystem`'s. Drift found before Wassette starts is recorded
+  first, as `filesystem`'s.
 - SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to Wassette (which runs in its own session,
   so a terminal's Ctrl-C reaches it once); the command exits with Wassette's status (128+N
   when a signal N ended it).
-
-Hook for `watch` (issue 12.2): `Supervisor.record` is the one place a change Wassette made is
-recorded; a watcher running beside it would record the same drift as `filesystem` first unless
-it defers to `serve` (it can check `serving(data_dir)`).
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -37,7 +33,7 @@ from wassette_state.store.config import SERVE_FILE
 logger = logging.getLogger("wassette")
 
 DEFAULT_BIND = "127.0.0.1:9001"  # Wassette 0.8.0's default
-QUIET = 0.15  # seconds without a new changing call before recording: Wassette has written
+RECENT = 3.0  # seconds a logged tool call stays the likely cause of the next change seen
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -57,11 +53,10 @@ class Supervisor:
         self.argv = argv
         self.env = env
         self.url = url
-        self.calls: queue.Queue[wassette_log.Call | None] = queue.Queue()
         self.recorded: list[int] = []
         self._reader = wassette_log.Reader()
         self._lock = threading.Lock()
-        self._open = 0
+        self._calls: list[tuple[float, wassette_log.Call]] = []
 
     @property
     def serve_file(self) -> Path:
@@ -69,6 +64,7 @@ class Supervisor:
 
     def run(self) -> int:
         from wassette_state.store import drift, fsutil
+        from wassette_state.store.watch import Watch
 
         # What changed while nobody supervised is nobody's agent's doing: recorded first, as
         # `state sync` records it (actor filesystem).
@@ -103,13 +99,28 @@ class Supervisor:
         previous = {s: signal.signal(s, lambda n, _f: _forward(proc, n)) for s in FORWARDED}
         # Wassette `serve` logs on stdout (`run` on stderr): both are passed through and read.
         assert proc.stdout is not None and proc.stderr is not None
-        self._open = 2
-        for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
-            threading.Thread(target=self._read, args=(stream, out), daemon=True).start()
+        readers = [
+            threading.Thread(target=self._read, args=(stream, out), daemon=True)
+            for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))
+        ]
+        stop = threading.Event()
+        watch = Watch(self.store, stop, self._recorded, _warn, attribute=self.take)
+        watcher = threading.Thread(target=watch.run, daemon=True)
+        for t in (*readers, watcher):
+            t.start()
         try:
-            self._loop()
-            return _status(proc.wait())
+            while True:
+                try:
+                    code = proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            for t in readers:
+                t.join(timeout=5)
+            return _status(code)
         finally:
+            stop.set()
+            watcher.join(timeout=10)
             for s, handler in previous.items():
                 signal.signal(s, handler)
             with _suppress():
@@ -124,57 +135,37 @@ class Supervisor:
                 out.buffer.flush()
             with self._lock:
                 call = self._reader.feed(raw.decode("utf-8", "replace"))
-            if call is not None:
-                self.calls.put(call)
+                if call is not None:
+                    self._calls.append((time.monotonic(), call))
+
+    def take(self) -> tuple[str, str] | None:
+        """For the watch's next scan: (actor, command) of the tool calls Wassette logged in the
+        last seconds, or None (the change is nobody's we know: `filesystem`)."""
         with self._lock:
-            self._open -= 1
-            if self._open == 0:
-                self.calls.put(None)
-
-    def _loop(self) -> None:
-        pending: list[wassette_log.Call] = []
-        last = 0.0
-        while True:
-            try:
-                call = self.calls.get(timeout=QUIET / 3 if pending else None)
-            except queue.Empty:
-                call = None
-                if time.monotonic() - last >= QUIET:
-                    self.record(pending)
-                    pending = []
-                continue
-            if call is None:  # Wassette closed its log: it is ending
-                self.record(pending)
-                return
-            pending.append(call)
-            last = time.monotonic()
-
-    def record(self, calls: list[wassette_log.Call]) -> None:
-        """Record what `calls` changed in the files, by their client."""
-        if not calls:
-            return
-        from wassette_state.store import drift
-        from wassette_state.store.errors import StoreError
-
-        actors = sorted({c.actor for c in calls})
-        commands = list(dict.fromkeys(c.command for c in calls))
+            recent = [c for t, c in self._calls if time.monotonic() - t <= RECENT]
+            self._calls.clear()
+        if not recent:
+            return None
+        actors = sorted({c.actor for c in recent})
         actor = actors[0] if len(actors) == 1 else "mcp:" + "|".join(a[4:] for a in actors)
-        try:
-            outcome, _ = drift.sync(self.store, actor=actor, command="; ".join(commands))
-        except StoreError as e:
-            logger.warning("wassette-state: could not record %s: %s", "; ".join(commands), e)
-            return
-        finally:
-            self.store.appended.clear()  # Wassette made it: nothing to tell Wassette
-        if outcome.tx_id is not None:
-            self.recorded.append(outcome.tx_id)
-            logger.warning(
-                "wassette-state: recorded tx %d (%s) by %s: %s",
-                outcome.tx_id,
-                _events(len(outcome.events)),
-                actor,
-                "; ".join(commands),
-            )
+        return actor, "; ".join(dict.fromkeys(c.command for c in recent))
+
+    def _recorded(self, r: Any) -> None:
+        self.store.appended.clear()  # Wassette (or someone) made it: nothing to tell Wassette
+        outcome = r.outcome
+        self.recorded.append(outcome.tx_id)
+        first = outcome.events[0]
+        logger.warning(
+            "wassette-state: recorded tx %d (%s) by %s: %s",
+            outcome.tx_id,
+            _events(len(outcome.events)),
+            first.actor,
+            first.command,
+        )
+
+
+def _warn(message: str) -> None:
+    logger.warning("wassette-state: %s", message)
 
 
 def _events(n: int) -> str:

@@ -64,6 +64,9 @@ class Watch:
     on_warning: Callable[[str], None]
     debounce_ms: int = DEFAULT_DEBOUNCE_MS
     keep_secret_values: bool = False
+    # Who made the changes a scan is about to record, when someone knows (`serve` reads it
+    # from Wassette's log): (actor, command), or None for `filesystem` / `state sync`.
+    attribute: Callable[[], tuple[str, str] | None] | None = None
     scans: int = 0
     _warned: set[str] = field(default_factory=set)
     _failures: int = 0
@@ -159,8 +162,18 @@ class Watch:
         from wassette_state.store.drift import sync
 
         self.scans += 1
+        who = self.attribute() if self.attribute is not None else None
         try:
-            outcome, drifts = sync(self.store, self.keep_secret_values, unreadable_ok=True)
+            if who is None:
+                outcome, drifts = sync(self.store, self.keep_secret_values, unreadable_ok=True)
+            else:
+                outcome, drifts = sync(
+                    self.store,
+                    self.keep_secret_values,
+                    unreadable_ok=True,
+                    actor=who[0],
+                    command=who[1],
+                )
         except (StoreError, OSError) as e:
             self._failures += 1
             delay = RETRY_S[min(self._failures, len(RETRY_S)) - 1]
