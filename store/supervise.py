@@ -151,7 +151,6 @@ class Supervisor:
         return actor, "; ".join(dict.fromkeys(c.command for c in recent))
 
     def _recorded(self, r: Any) -> None:
-        self.store.appended.clear()  # Wassette (or someone) made it: nothing to tell Wassette
         outcome = r.outcome
         self.recorded.append(outcome.tx_id)
         first = outcome.events[0]
@@ -162,6 +161,14 @@ class Supervisor:
             first.actor,
             first.command,
         )
+        if not first.actor.startswith("mcp:"):
+            # made by hand in the dirs, not through Wassette: Wassette serves it too
+            from wassette_state.store import live
+            from wassette_state.store.config import LiveTarget
+
+            target = LiveTarget(url=self.url, url_from="wassette-state serve")
+            for line in live.tell(self.store, outcome.events, target):
+                _warn(line)
 
 
 def _warn(message: str) -> None:

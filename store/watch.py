@@ -181,6 +181,9 @@ class Watch:
             logger.info("scan %d (%s): failed, retrying in %gs", self.scans, trigger, delay)
             self._warn(f"{_message(e)}; retrying")
             return False
+        # (the store keeps what it appended for telling Wassette at the end of a command: a
+        # watch runs for days, and who tells Wassette about a change is `serve`'s call)
+        self.store.appended.clear()
         done = f"tx {outcome.tx_id}" if outcome.tx_id is not None else "nothing to record"
         logger.info("scan %d (%s): %s", self.scans, trigger, done)
         if self._failures:

@@ -234,3 +234,24 @@ def test_missing_wassette_program_is_refused(env: Env, wassette: RealWassette) -
     )
     assert proc.returncode == 2, proc
     assert proc.stderr.startswith("Error: cannot start ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_hand_made_change_is_recorded_as_filesystem_and_served(
+    env: Env, wassette: RealWassette
+) -> None:
+    with serving(env, wassette) as s:
+        client = agent(s)
+        assert "handmade" not in client.tool_names()
+        # by hand, not through Wassette: a new component in the dir
+        (env.component_dir / "handmade.wasm").write_bytes(const_component([("handmade", 9)]))
+        rows = recorded(env, "filesystem")
+        assert [(r["type"], r["component_id"]) for r in rows] == [
+            ("paths.set", None),  # the store's first transaction names its dirs
+            ("component.attached", "handmade"),
+        ]
+        assert rows[0]["command"] == "state sync"
+        deadline = time.monotonic() + 30  # the watch records it, then serve tells Wassette
+        while client.call("handmade").get("isError") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.call("handmade")["structuredContent"]["result"] == 9
+        assert "recorded tx" in s.err.read_text()
