@@ -101,9 +101,16 @@ def start_command(app: App, transport: str) -> None:
     metavar="PATH",
     help="The Wassette program to run.",
 )
+@click.option(
+    "--keep-secret-values",
+    is_flag=True,
+    help="A component an agent unloads keeps its secret values (as `watch --keep-secret-values`).",
+)
 @click.argument("wassette_args", nargs=-1, type=click.UNPROCESSED)
 @pass_app
-def serve(app: App, wassette_bin: str, wassette_args: tuple[str, ...]) -> None:
+def serve(
+    app: App, wassette_bin: str, keep_secret_values: bool, wassette_args: tuple[str, ...]
+) -> None:
     """Run Wassette (`wassette serve`) on this store, and record what its agents change.
 
     Wassette runs as a child on the store's component dir, secrets dir and env file (as
@@ -132,4 +139,5 @@ def serve(app: App, wassette_bin: str, wassette_args: tuple[str, ...]) -> None:
     bind = load_config().values.get("bind_address")
     url = bind_url(supervise.bind_address(args, bind if isinstance(bind, str) else None))
     argv = [wassette_bin, *data["argv"][1:], *args]
-    exit_with(supervise.Supervisor(app.store, argv, data["env"], url).run())
+    supervisor = supervise.Supervisor(app.store, argv, data["env"], url, keep_secret_values)
+    exit_with(supervisor.run())

@@ -48,8 +48,16 @@ def bind_address(args: list[str], config_bind: str | None) -> str:
 
 
 class Supervisor:
-    def __init__(self, store: Any, argv: list[str], env: dict[str, str], url: str) -> None:
+    def __init__(
+        self,
+        store: Any,
+        argv: list[str],
+        env: dict[str, str],
+        url: str,
+        keep_secret_values: bool = False,
+    ) -> None:
         self.store = store
+        self.keep_secret_values = keep_secret_values
         self.argv = argv
         self.env = env
         self.url = url
@@ -68,7 +76,7 @@ class Supervisor:
 
         # What changed while nobody supervised is nobody's agent's doing: recorded first, as
         # `state sync` records it (actor filesystem).
-        outcome, _ = drift.sync(self.store)
+        outcome, _ = drift.sync(self.store, self.keep_secret_values)
         self.store.appended.clear()
         if outcome.tx_id is not None:
             logger.warning(
@@ -104,7 +112,14 @@ class Supervisor:
             for stream, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))
         ]
         stop = threading.Event()
-        watch = Watch(self.store, stop, self._recorded, _warn, attribute=self.take)
+        watch = Watch(
+            self.store,
+            stop,
+            self._recorded,
+            _warn,
+            keep_secret_values=self.keep_secret_values,
+            attribute=self.take,
+        )
         watcher = threading.Thread(target=watch.run, daemon=True)
         for t in (*readers, watcher):
             t.start()

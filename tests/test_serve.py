@@ -51,7 +51,11 @@ def environ(env: Env, wassette: RealWassette, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def serving(
-    env: Env, wassette: RealWassette, *args: str, bin: str = str(TOOL)
+    env: Env,
+    wassette: RealWassette,
+    *args: str,
+    bin: str = str(TOOL),
+    opts: tuple[str, ...] = (),
 ) -> Iterator[Serving]:
     (env.root / "home").mkdir(exist_ok=True)
     port = free_port()
@@ -61,6 +65,7 @@ def serving(
             [
                 wassette_exe(),
                 "serve",
+                *opts,
                 "--wassette-bin",
                 bin,
                 "--",
@@ -255,3 +260,20 @@ def test_hand_made_change_is_recorded_as_filesystem_and_served(
             time.sleep(0.1)
         assert client.call("handmade")["structuredContent"]["result"] == 9
         assert "recorded tx" in s.err.read_text()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_agent_unload_and_secret_values(env: Env, wassette: RealWassette, keep: bool) -> None:
+    wasm = env.root / "calc.wasm"
+    wasm.write_bytes(const_component(V1))
+    ok(env.run("component", "attach", str(wasm)))
+    ok(env.run("secret", "set", "calc", "TOKEN=t0ken"))
+    secrets = env.secrets_dir / "calc.yaml"
+    opts = ("--keep-secret-values",) if keep else ()
+    with serving(env, wassette, opts=opts) as s:
+        res = agent(s).call("unload-component", {"id": "calc"})
+        assert not res.get("isError"), res
+        rows = recorded(env, "mcp:agent-smith")
+        assert [r["type"] for r in rows] == ["component.detached"], rows
+        assert rows[0]["command"] == "unload-component id=calc"
+    assert secrets.exists() == keep
