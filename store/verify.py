@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, func, select
 from sqlalchemy import exc as sa_exc
 
-from wassette_state.store import db, log, readmodel
+from wassette_state.store import backend, db, log, readmodel
 from wassette_state.store.schema import contents, entities, events, transactions
 
 
@@ -39,7 +39,7 @@ def verify(conn: Connection, materialized_seq: object = None) -> Report:
     try:
         _verify(conn, report, materialized_seq)
     except sa_exc.DatabaseError as e:  # a damaged page met by a query: damage, not a crash
-        if db.is_busy(e):
+        if backend.of(conn).is_busy(e):
             raise
         report.problems.append(
             f"the database is damaged ({db.first_line(e.orig)}); restore it from a backup"
@@ -48,20 +48,9 @@ def verify(conn: Connection, materialized_seq: object = None) -> Report:
 
 
 def _verify(conn: Connection, report: Report, materialized_seq: object) -> None:
-    if conn.dialect.name == "sqlite":
-        result = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check").fetchall()]
-        if result != ["ok"]:
-            found = [
-                line
-                for r in result
-                for line in str(r).splitlines()
-                if line.strip() and not line.startswith("***")
-            ] or ["unknown damage"]
-            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-            report.problems.append(
-                f"the database is damaged: {found[0]}{more}; restore it from a backup"
-            )
-            return
+    report.problems.extend(backend.of(conn).integrity_problems(conn))
+    if not report.ok:
+        return
     builder = readmodel.RowBuilder()
     # A log cut short is named as such before its read models look merely stale; a rewritten
     # chain is named by the read models first (they say where).
