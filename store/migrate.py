@@ -13,7 +13,12 @@ from wassette_state.store import backend, schema
 from wassette_state.store.errors import SchemaTooNewError, ValidationError
 
 # Revisions in order; the last is the head this code writes. A test checks it against alembic.
-REVISIONS: tuple[str, ...] = ("0001_initial", "0002_head_anchor", "0003_chain_v2")
+REVISIONS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_head_anchor",
+    "0003_chain_v2",
+    "0004_bigint_ids",
+)
 HEAD = REVISIONS[-1]
 
 

@@ -25,6 +25,10 @@ NAMING = {
 
 metadata = MetaData(naming_convention=NAMING)
 
+# Ids and seqs are BIGINT on PostgreSQL (revision 0004); SQLite's INTEGER is 64-bit already, and
+# an INTEGER PRIMARY KEY stays the rowid there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
 # One row: who this store is. The lineage travels in exports so an import can name its source.
 store_identity = Table(
     "store_identity",
@@ -34,16 +38,16 @@ store_identity = Table(
     Column("created_at", BigInteger, nullable=False),
     # The log's last seq and hash, written by every append (revision 0002): a log cut short
     # no longer matches it.
-    Column("head_seq", Integer, nullable=False, server_default="0"),
+    Column("head_seq", BigId, nullable=False, server_default="0"),
     Column("head_hash", String(64), nullable=True),
     # The first seq hashed with chain v2 (revision 0003): earlier events keep v1.
-    Column("chain_v2_from", Integer, nullable=False, server_default="1"),
+    Column("chain_v2_from", BigId, nullable=False, server_default="1"),
 )
 
 transactions = Table(
     "transactions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("id", BigId, primary_key=True, autoincrement=False),
     Column("recorded_at", BigInteger, nullable=False),  # UTC microseconds, strictly increasing
     Column("actor", String(200), nullable=False),
     Column("command", String(200), nullable=False),
@@ -57,8 +61,8 @@ transactions = Table(
 events = Table(
     "events",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),  # gap-free, global order
-    Column("tx_id", Integer, ForeignKey("transactions.id"), nullable=False),
+    Column("seq", BigId, primary_key=True, autoincrement=False),  # gap-free, global order
+    Column("tx_id", BigId, ForeignKey("transactions.id"), nullable=False),
     Column("stream", String(140), nullable=False),
     Column("stream_version", Integer, nullable=False),
     Column("type", String(40), nullable=False),
@@ -90,10 +94,10 @@ entities = Table(
 component_versions = Table(
     "component_versions",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigId, primary_key=True),
     Column("component_id", String(140), nullable=False),
-    Column("from_seq", Integer, nullable=False),
-    Column("to_seq", Integer, nullable=True),
+    Column("from_seq", BigId, nullable=False),
+    Column("to_seq", BigId, nullable=True),
     Column("state", Text, nullable=False),  # small JSON; metadata/policy by content hash
     Index("ix_component_versions_lookup", "component_id", "from_seq"),
     Index("ix_component_versions_to_seq", "to_seq"),
@@ -102,10 +106,10 @@ component_versions = Table(
 setting_versions = Table(
     "setting_versions",
     metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigId, primary_key=True),
     Column("key", String(200), nullable=False),  # env:<NAME> | paths
-    Column("from_seq", Integer, nullable=False),
-    Column("to_seq", Integer, nullable=True),
+    Column("from_seq", BigId, nullable=False),
+    Column("to_seq", BigId, nullable=True),
     Column("value", Text, nullable=False),  # JSON
     Index("ix_setting_versions_lookup", "key", "from_seq"),
     Index("ix_setting_versions_to_seq", "to_seq"),
@@ -115,7 +119,7 @@ tags = Table(
     "tags",
     metadata,
     Column("name", String(100), primary_key=True),
-    Column("seq", Integer, nullable=False),
+    Column("seq", BigId, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("actor", String(200), nullable=False),
 )

@@ -46,13 +46,26 @@ class Result:
 
 @dataclass
 class Env:
-    """A store location: database, component dir and secrets dir under one temp dir."""
+    """A store location: database, component dir and secrets dir under one temp dir.
+
+    `url` set: the store's database is that PostgreSQL database (the `backend` parameter)."""
 
     root: Path
+    url: str | None = None
 
     @property
     def db(self) -> Path:
+        """The SQLite file (tests that look at the file itself are SQLite-only)."""
         return self.root / "state.db"
+
+    @property
+    def db_arg(self) -> str:
+        """What --db / WASSETTE_STATE_DB names: the SQLite file or the PostgreSQL URL."""
+        return self.url or str(self.db)
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.url else "sqlite"
 
     @property
     def component_dir(self) -> Path:
@@ -63,9 +76,14 @@ class Env:
         return self.root / "secrets"
 
     def settings(self, actor: str = "tester@test") -> object:
+        import dataclasses
+
         from wassette_state.store.config import resolve
 
-        return resolve(str(self.db), str(self.component_dir), str(self.secrets_dir), actor)
+        settings = resolve(self.db_arg, str(self.component_dir), str(self.secrets_dir), actor)
+        if self.url:  # the data dir the CLI gets (its XDG_DATA_HOME), not this process's
+            settings = dataclasses.replace(settings, data_dir=self.root / "xdg-data" / "wassette")
+        return settings
 
     def store(self, actor: str = "tester@test") -> object:
         from wassette_state.store.service import Store
@@ -82,7 +100,7 @@ class Env:
             if not k.startswith("WASSETTE_") and k not in ("COLUMNS", "LINES")
         }
         env.update(
-            WASSETTE_STATE_DB=str(self.db),
+            WASSETTE_STATE_DB=self.db_arg,
             WASSETTE_COMPONENT_DIR=str(self.component_dir),
             WASSETTE_SECRETS_DIR=str(self.secrets_dir),
             WASSETTE_ACTOR=actor,
@@ -149,19 +167,63 @@ def wait_for(trace: Path, line: str, timeout: float = 60) -> None:
     raise AssertionError(f"{line!r} never reached")
 
 
+# ------------------------------------------------------------------ backends
+
+# `@BOTH` on a test (or `pytestmark = BOTH`): it runs on SQLite and on PostgreSQL. The `env`
+# (and `env_factory`) of a postgres run is a database of its own, cloned from a migrated
+# template and dropped afterwards.
+BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    root = tmp_path / "site"
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    from tests import pg
+
+    server = pg.Server.connect()  # fails (never skips) when the server cannot be reached
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_databases(request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Makes databases cloned from the migrated template (`blank=True`: empty ones); drops
+    them after the test."""
+    made: list[str] = []
+    server = request.getfixturevalue("pg_server")
+
+    def make(blank: bool = False) -> str:
+        name = server.blank() if blank else server.clone()
+        made.append(name)
+        return server.url(name)
+
+    yield make
+    for name in made:
+        server.drop(name)
+
+
+def _env_at(root: Path, backend: str, request: pytest.FixtureRequest) -> Env:
     root.mkdir()
+    if backend == "postgres":
+        return Env(root, request.getfixturevalue("pg_databases")())
     return Env(root)
 
 
 @pytest.fixture
-def env_factory(tmp_path: Path) -> Callable[[str], Env]:
+def env(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Env:
+    return _env_at(tmp_path / "site", backend, request)
+
+
+@pytest.fixture
+def env_factory(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> Callable[[str], Env]:
     def make(name: str) -> Env:
-        root = tmp_path / name
-        root.mkdir()
-        return Env(root)
+        return _env_at(tmp_path / name, backend, request)
 
     return make
 
@@ -248,12 +310,21 @@ def fill(directory: Path) -> Path:
 
 
 @contextmanager
-def raw_db(path: Path) -> Iterator[Any]:
-    """A plain sqlite3 connection in autocommit mode, as an attacker (or a bad disk) would
-    edit the file."""
+def raw_db(where: Path | Env) -> Iterator[Any]:
+    """A plain driver connection in autocommit mode, as an attacker (or a bad disk) would edit
+    the database: sqlite3 on the file, psycopg on a PostgreSQL env (`?` placeholders work on
+    both)."""
     import sqlite3
     from contextlib import closing
 
+    # (duck-typed: pytest loads this module as `conftest` and tests import `tests.conftest`)
+    if getattr(where, "url", None):
+        from tests import pg
+
+        with pg.raw(where.url) as conn:  # type: ignore[union-attr]
+            yield conn
+        return
+    path = getattr(where, "db", where)
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         yield conn
 
