@@ -54,9 +54,13 @@ class Server:
         base = make_url(ADMIN_URL)
         try:
             conn = psycopg.connect(
-                host=base.host, port=base.port or 5432, user=base.username,
-                dbname=base.database, autocommit=True, connect_timeout=10,
-            )  # fmt: skip
+                host=base.host,
+                port=base.port or 5432,
+                user=base.username,
+                dbname=base.database,
+                autocommit=True,
+                connect_timeout=10,
+            )
         except psycopg.OperationalError as e:
             pytest.fail(
                 f"the PostgreSQL test server {ADMIN_URL} cannot be reached ({e}); start it "

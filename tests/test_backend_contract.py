@@ -143,7 +143,7 @@ def test_concurrent_appends_are_serialized(env: Env) -> None:
             env=env.environ(),
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for i in range(workers)
     ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
