@@ -284,3 +284,143 @@ print('alembic' in sys.modules)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stdout.strip()) == (0, "True"), r.stderr
+
+
+# ---------------------------------------------------------------- PostgreSQL: the same history
+
+
+@pytest.fixture
+def pg_blank(pg_databases: Any) -> str:
+    url: str = pg_databases(blank=True)
+    return url
+
+
+@pytest.fixture
+def pg_engine(pg_blank: str) -> Iterator[Engine]:
+    eng = migrate.open_engine(pg_blank, writing=True)  # upgrade from an empty database
+    yield eng
+    eng.dispose()
+
+
+def test_postgres_upgrade_from_empty_reaches_head_with_an_identity(pg_engine: Engine) -> None:
+    assert migrate.current_revision(pg_engine) == migrate.HEAD
+    with pg_engine.connect() as conn:
+        rows = conn.execute(schema.store_identity.select()).mappings().all()
+    assert len(rows) == 1 and len(rows[0]["lineage"]) == 36 and rows[0]["head_seq"] == 0
+
+
+def test_postgres_schema_equals_the_code_metadata(pg_engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with pg_engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    assert diffs == []
+    assert set(_shape(pg_engine)) == set(schema.metadata.tables)
+
+
+def test_postgres_ids_and_seqs_are_bigint_and_payloads_text(pg_engine: Engine) -> None:
+    insp = inspect(pg_engine)
+    types = {
+        (t, c["name"]): str(c["type"]) for t in insp.get_table_names() for c in insp.get_columns(t)
+    }
+    for key in [
+        ("transactions", "id"),
+        ("events", "seq"),
+        ("events", "tx_id"),
+        ("store_identity", "head_seq"),
+        ("component_versions", "from_seq"),
+        ("setting_versions", "to_seq"),
+        ("tags", "seq"),
+    ]:
+        assert types[key] == "BIGINT", key
+    # JSON stays TEXT: the chain hashes the exact stored text (JSONB would re-serialize it).
+    for key in [("events", "data"), ("transactions", "details"), ("contents", "body")]:
+        assert types[key] == "TEXT", key
+    with pg_engine.connect() as conn:
+        seq_types = dict(
+            conn.exec_driver_sql("SELECT sequencename, data_type::text FROM pg_sequences").all()
+        )
+    assert seq_types["component_versions_id_seq"] == "bigint"
+    assert seq_types["setting_versions_id_seq"] == "bigint"
+
+
+def test_constraint_and_index_names_fit_postgres(pg_engine: Engine) -> None:
+    """Named in the metadata (so later migrations can alter them) and ≤ 63 bytes (PostgreSQL
+    truncates longer identifiers silently)."""
+    insp = inspect(pg_engine)
+    names = []
+    for t in insp.get_table_names():
+        names.append(insp.get_pk_constraint(t)["name"])
+        names += [i["name"] for i in insp.get_indexes(t)]
+        names += [u["name"] for u in insp.get_unique_constraints(t)]
+        names += [f["name"] for f in insp.get_foreign_keys(t)]
+    assert None not in names and len(names) > 20
+    assert max(len(n.encode()) for n in names) <= 63
+    for table in schema.metadata.tables.values():
+        for c in table.constraints:
+            assert c.name is not None and len(str(c.name)) <= 63, (table.name, c)
+
+
+def test_postgres_upgrades_an_old_store_step_by_step(pg_blank: str) -> None:
+    """A store left at 0003 (INTEGER ids, one event) is widened in place by 0004."""
+    from alembic import command
+    from alembic.config import Config
+
+    from wassette_state.store import events as ev
+
+    eng = db.make_engine(pg_blank)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate.migrations_dir()))
+    cfg.attributes["configure_logger"] = False
+    with eng.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003_chain_v2")
+        conn.execute(schema.store_identity.insert().values(id=1, lineage="l" * 36, created_at=1))
+        conn.commit()
+    from wassette_state.store import readmodel
+    from wassette_state.store.state import State
+
+    with db.write_tx(eng) as conn:
+        appended = log.append(conn, log.TxInfo("a@test", "seed"), [ev.EnvSet(key="A", value="1")])
+        readmodel.apply(conn, appended.events, State())
+    eng.dispose()
+    eng = migrate.open_engine(pg_blank, writing=True)
+    try:
+        assert migrate.current_revision(eng) == migrate.HEAD
+        col = {c["name"]: str(c["type"]) for c in inspect(eng).get_columns("events")}
+        assert col["seq"] == "BIGINT"
+        with eng.connect() as conn:
+            assert verify(conn).ok
+    finally:
+        eng.dispose()
+
+
+OPENER = """
+import sys
+from wassette_state.store import migrate
+migrate.open_engine(sys.argv[1], writing=True).dispose()
+"""
+
+
+def test_postgres_concurrent_first_opens_upgrade_once(pg_blank: str) -> None:
+    """Four processes open one empty database at once: the advisory lock lets one upgrade,
+    the others find it at head (one identity, no error)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPENER, pg_blank],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    eng = db.make_engine(pg_blank)
+    try:
+        assert migrate.current_revision(eng) == migrate.HEAD
+        with eng.connect() as conn:
+            assert conn.execute(schema.store_identity.select()).all().__len__() == 1
+    finally:
+        eng.dispose()
