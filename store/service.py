@@ -290,7 +290,8 @@ class Store:
     ) -> Outcome:
         """Decide on a snapshot, append with a version check, then materialize.
 
-        A command that is safe to re-decide (`retry=True`) decides again on a conflict; others
+        A command that is safe to re-decide (`retry=True`) decides again on a conflict, then under
+        the write lock (so it cannot lose twice); others
         report the conflict (exit 3) so the user can look at what changed. A command about
         known components passes them as `scope`: it then decides on those components (and the
         settings) only, which keeps a one-component change cheap on a store of thousands.
@@ -304,25 +305,24 @@ class Store:
             drift.record_first(self, scope, command, keep)
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
-            with self.reading() as conn:
-                # Unscoped decisions (attach, import, rollback) compare components by content
-                # hash: texts are fetched only if a decision reads them.
-                lazy = readmodel.LazyBodies(self.engine) if scope is None else None
-                base = readmodel.state_at(conn, only=scope, settings=True, lazy=lazy)
-                decision = decide(base)
-                if scope is not None:
-                    _check_scope(scope, decision.events)
-                if decision.events:
-                    decision.events = self._with_paths(base, decision.events)
-                streams = sorted({log.stream_of(e) for e in decision.events})
-                expected = log.stream_versions(conn, streams)
-            if not decision.events:
-                return Outcome(None, [], base, decision.summary)
-            if stage is not None:  # secrets files: staged now, put in place after the commit
-                decision.details = {**decision.details, **stage.prepare(base, decision)}
-            self.committing = True
+            # A retry decides under the write lock, so it cannot lose the race again: with many
+            # writers on one stream, deciding on a snapshot each time could lose every time.
+            under_lock = attempt > 1
+            self.committing = False
             try:
-                with db.write_tx(self.engine) as wconn, gc_paused():
+                with contextlib.ExitStack() as held:
+                    wconn = held.enter_context(db.write_tx(self.engine)) if under_lock else None
+                    with contextlib.ExitStack() as reading:
+                        conn = wconn if wconn is not None else reading.enter_context(self.reading())
+                        base, decision, expected = self._decide(conn, decide, scope)
+                    if not decision.events:
+                        return Outcome(None, [], base, decision.summary)
+                    if stage is not None:  # secrets files: staged now, put in place after commit
+                        decision.details = {**decision.details, **stage.prepare(base, decision)}
+                    self.committing = True
+                    if wconn is None:
+                        wconn = held.enter_context(db.write_tx(self.engine))
+                    held.enter_context(gc_paused())
                     appended = log.append(
                         wconn,
                         log.TxInfo(
@@ -339,14 +339,15 @@ class Store:
                         wconn, appended.events, base, decision.events, appended.metadata
                     )
             except BaseException as e:
+                if not self.committing:  # deciding failed (or was refused): nothing staged
+                    raise
                 if stage is not None:  # committed or not? the log says (Ctrl-C after a commit)
                     stage.settle(None)
                 # A lost stream race is decided again; a lock wait already took its bound.
                 busy = isinstance(e, BusyError)
                 if not isinstance(e, ConflictError) or busy or attempt == attempts:
                     raise
-                logger.info("conflict on attempt %d; deciding again", attempt)
-                self.committing = False
+                logger.info("conflict on attempt %d; deciding again under the lock", attempt)
                 continue
             self.committing = False
             self.last_tx = appended.tx_id
@@ -376,6 +377,22 @@ class Store:
                 raise files_not_written(appended.tx_id, e) from e
             return Outcome(appended.tx_id, appended.events, state, decision.summary)
         raise StoreError("unreachable")  # pragma: no cover
+
+    def _decide(
+        self, conn: Connection, decide: Callable[[State], Decision], scope: set[str] | None
+    ) -> tuple[State, Decision, dict[str, int]]:
+        """The decision on the state `conn` sees, and the stream versions it was based on."""
+        # Unscoped decisions (attach, import, rollback) compare components by content hash:
+        # texts are fetched only if a decision reads them.
+        lazy = readmodel.LazyBodies(self.engine) if scope is None else None
+        base = readmodel.state_at(conn, only=scope, settings=True, lazy=lazy)
+        decision = decide(base)
+        if scope is not None:
+            _check_scope(scope, decision.events)
+        if decision.events:
+            decision.events = self._with_paths(base, decision.events)
+        streams = sorted({log.stream_of(e) for e in decision.events})
+        return base, decision, log.stream_versions(conn, streams)
 
     def _recorded(self, command: str, actor: str | None) -> str:
         """The user's command line when there is one (a command may extend it, as undo adds

@@ -1,4 +1,5 @@
-"""Real concurrent processes on one SQLite file: races are conflicts, never lost or locked."""
+"""Real concurrent processes on one store (SQLite and PostgreSQL): races are conflicts, never
+lost or locked."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ from typing import Any
 import pytest
 
 from tests import wasm_fixtures as fx
-from tests.conftest import REPO, Env
+from tests.conftest import BOTH, REPO, Env
 from wassette_state.store import commands, log, readmodel
 from wassette_state.store import events as ev
 from wassette_state.store.service import Decision, Store
 from wassette_state.store.verify import verify
 
+pytestmark = BOTH
+
 # Every child waits at a file barrier (all `ready-*` files present) before the contended step.
 PRELUDE = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from wassette_state.store import db, log, readmodel
@@ -32,7 +35,8 @@ root, me, parties = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 barrier = root / "barrier"
 
 def settings(actor):
-    return resolve(str(root / "state.db"), str(root / "components"), str(root / "secrets"), actor)
+    db = os.environ["WASSETTE_STATE_DB"]
+    return resolve(db, str(root / "components"), str(root / "secrets"), actor)
 
 def wait_for_all(tag):
     (barrier / f"{{tag}}-{{me}}").touch()
@@ -96,7 +100,8 @@ print(json.dumps({"result": "ok"}))
 """
 
 
-def run_parties(root: Path, body: str, parties: int, *extra: str) -> list[dict[str, Any]]:
+def run_parties(env: Env, body: str, parties: int, *extra: str) -> list[dict[str, Any]]:
+    root = env.root
     (root / "barrier").mkdir(exist_ok=True)
     for old in (root / "barrier").iterdir():
         old.unlink()
@@ -108,6 +113,7 @@ def run_parties(root: Path, body: str, parties: int, *extra: str) -> list[dict[s
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env.environ(),
         )
         for i in range(parties)
     ]
@@ -149,7 +155,7 @@ def assert_verifies(store: Store) -> None:
 def test_two_appenders_with_the_same_expected_version(env: Env, round_: int) -> None:
     store = seed(env)
     before = stream_events(store, "w")
-    results = run_parties(env.root, RACE_APPEND, 2)
+    results = run_parties(env, RACE_APPEND, 2)
     assert sorted(r["result"] for r in results) == ["conflict", "ok"], results
     assert {r["version"] for r in results} == {len(before)}  # both decided on the same version
     loser = next(r for r in results if r["result"] == "conflict")
@@ -166,7 +172,7 @@ def test_two_appenders_with_the_same_expected_version(env: Env, round_: int) -> 
 def test_two_commands_race_without_retry(env: Env) -> None:
     store = seed(env)
     head = store.head_seq()
-    results = run_parties(env.root, RACE_EXECUTE, 2, "no-retry")
+    results = run_parties(env, RACE_EXECUTE, 2, "no-retry")
     assert sorted(r["result"] for r in results) == ["conflict", "ok"], results
     assert store.head_seq() == head + 1
     assert len(store.state().components["w"].secret_keys) == 1
@@ -176,7 +182,7 @@ def test_two_commands_race_without_retry(env: Env) -> None:
 def test_two_commands_race_with_retry_both_land(env: Env) -> None:
     store = seed(env)
     head = store.head_seq()
-    results = run_parties(env.root, RACE_EXECUTE, 2, "retry")
+    results = run_parties(env, RACE_EXECUTE, 2, "retry")
     assert [r["result"] for r in results] == ["ok", "ok"], results
     assert sorted(r["tx"] for r in results) == [2, 3]
     # Both decided on the same snapshot; the loser decided again on the winner's state.
@@ -186,10 +192,14 @@ def test_two_commands_race_with_retry_both_land(env: Env) -> None:
     assert_verifies(store)
 
 
-def test_stress_four_processes_fifty_commands_each(env: Env) -> None:
-    """The database does not exist yet: creation races too."""
+def test_stress_four_processes_fifty_commands_each(
+    env: Env, request: pytest.FixtureRequest
+) -> None:
+    """The database does not exist yet (an empty PostgreSQL database): creation races too."""
+    if env.url:
+        env.url = request.getfixturevalue("pg_databases")(blank=True)
     workers, per_worker = 4, 50
-    results = run_parties(env.root, STRESS, workers, str(per_worker))
+    results = run_parties(env, STRESS, workers, str(per_worker))
     assert [r["result"] for r in results] == ["ok"] * workers
     store: Store = env.store()  # type: ignore[assignment]
     events = store.history(log.Query())
