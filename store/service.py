@@ -309,13 +309,21 @@ class Store:
             # writers on one stream, deciding on a snapshot each time could lose every time.
             under_lock = attempt > 1
             self.committing = False
+            # Lock order, kept by every writer: the stage's files, then the database. Held
+            # until the stage is settled.
+            order = contextlib.ExitStack()
+            if under_lock and stage is not None:
+                order.enter_context(stage.lock())
             try:
                 with contextlib.ExitStack() as held:
-                    wconn = held.enter_context(db.write_tx(self.engine)) if under_lock else None
+                    wconn = None
+                    if under_lock:
+                        wconn = held.enter_context(db.write_tx(self.engine))
                     with contextlib.ExitStack() as reading:
                         conn = wconn if wconn is not None else reading.enter_context(self.reading())
                         base, decision, expected = self._decide(conn, decide, scope)
                     if not decision.events:
+                        order.close()
                         return Outcome(None, [], base, decision.summary)
                     if stage is not None:  # secrets files: staged now, put in place after commit
                         decision.details = {**decision.details, **stage.prepare(base, decision)}
@@ -340,9 +348,13 @@ class Store:
                     )
             except BaseException as e:
                 if not self.committing:  # deciding failed (or was refused): nothing staged
+                    order.close()
                     raise
-                if stage is not None:  # committed or not? the log says (Ctrl-C after a commit)
-                    stage.settle(None)
+                try:
+                    if stage is not None:  # committed or not? the log says (Ctrl-C after commit)
+                        stage.settle(None)
+                finally:
+                    order.close()
                 # A lost stream race is decided again; a lock wait already took its bound.
                 busy = isinstance(e, BusyError)
                 if not isinstance(e, ConflictError) or busy or attempt == attempts:
@@ -352,8 +364,9 @@ class Store:
             self.committing = False
             self.last_tx = appended.tx_id
             self.appended.extend(appended.events)
-            if stage is not None:
-                stage.settle(True)
+            with order:
+                if stage is not None:
+                    stage.settle(True)
             logger.info(
                 "tx %d appended %d events (seq %d..%d)",
                 appended.tx_id,

@@ -312,6 +312,11 @@ class SecretsChange:
         self._dirs: tuple[fsutil.Dir, fsutil.Dir] | None = None  # (secrets dir, staging dir)
         self._lock: contextlib.ExitStack | None = None
 
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The lock `prepare` takes, for a caller that must hold it before the database's write
+        lock (the order every writer keeps: secrets, then the database)."""
+        return locked(self.store)
+
     def prepare(self, base: State, decision: Decision) -> dict[str, Any]:
         self._lock = contextlib.ExitStack()
         try:

@@ -123,6 +123,16 @@ class Server:
             )
         return name
 
+    def copy(self, template: str, name: str) -> None:
+        """`name` anew as a copy of the database `template` (which nobody may be connected to)."""
+        self.drop(name)
+        self.conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+    def name_of(self, url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        return str(make_url(url).database)
+
     def drop(self, name: str) -> None:
         self.conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -135,9 +145,13 @@ class _Raw:
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        self.total_changes = 0  # as sqlite3's: rows changed so far on this connection
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return self._conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+        cur = self._conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+        if sql.lstrip().upper().startswith(("UPDATE", "DELETE", "INSERT")):
+            self.total_changes += max(cur.rowcount, 0)
+        return cur
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)

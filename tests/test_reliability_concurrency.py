@@ -1,7 +1,8 @@
-"""Four processes hammer one store with mutating commands through the installed CLI.
+"""Eight processes hammer one store with mutating commands through the installed CLI, on
+SQLite and on PostgreSQL.
 
-Each worker is a small Python driver (written into tmp_path) that runs its 100 commands one after
-the other as `wassette` subprocesses; the four drivers run at the same time. Afterwards every
+Each worker is a small Python driver (written into tmp_path) that runs its 50 commands one after
+the other as `wassette` subprocesses; the eight drivers run at the same time. Afterwards every
 command must have succeeded or failed with a clean conflict, no event may be lost, `state verify`
 must pass and the files must match the state.
 """
@@ -19,12 +20,12 @@ import pytest
 import yaml
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, ok, wassette_exe
+from tests.conftest import BOTH, Env, ok, raw_db, wassette_exe
 from wassette_state.store import files
 from wassette_state.store import secrets as secret_files
 
-WORKERS = 4
-COMMANDS_PER_WORKER = 100
+WORKERS = 8
+COMMANDS_PER_WORKER = 50
 SHARED = "shared"
 # Retried internally on a conflict (safe to re-decide): they must always succeed.
 RETRYING = ("env set", "secret set", "permission grant")
@@ -89,7 +90,7 @@ def child_env(env: Env) -> dict[str, str]:
 
     out = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
     out.update(
-        WASSETTE_STATE_DB=str(env.db),
+        WASSETTE_STATE_DB=env.db_arg,
         WASSETTE_COMPONENT_DIR=str(env.component_dir),
         WASSETTE_SECRETS_DIR=str(env.secrets_dir),
         WASSETTE_ACTOR="worker@test",
@@ -137,7 +138,8 @@ def check_files_match_state(env: Env, doc: dict[str, Any], own_ids: list[str]) -
 
 
 @pytest.mark.slow
-def test_four_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
+@BOTH
+def test_eight_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     base = fx.KINDS["simple"]()
@@ -184,8 +186,12 @@ def test_four_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
                 cwd=env.root,
             )
         )
+    import time
+
+    t0 = time.monotonic()
     for p in procs:
         assert p.wait(timeout=900) == 0
+    elapsed = time.monotonic() - t0
     records: list[dict[str, Any]] = []
     for out in outs:
         records.extend(json.loads(out.read_text()))
@@ -216,11 +222,21 @@ def test_four_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
     assert not bad, json.dumps(bad[:3], indent=1)
 
     total = head_seq(env)
+    codes = {
+        c: sum(1 for r in records if r["code"] == c) for c in sorted({r["code"] for r in records})
+    }
     print(
-        f"\nconcurrency: {len(records)} commands by {WORKERS} processes, "
-        f"{sum(conflicts.values())} conflicts {conflicts}, {total - setup_events} events"
+        f"\nconcurrency [{env.backend}]: {len(records)} commands by {WORKERS} processes in "
+        f"{elapsed:.1f}s, exit codes {codes}, conflicts {conflicts}, "
+        f"{total - setup_events} events"
     )
     assert total == setup_events + reported_events
+    # Gap-free seq, one tx per command, tx order = seq order (verify checks the chain).
+    with raw_db(env) as c:
+        seqs = [r[0] for r in c.execute("SELECT seq FROM events ORDER BY seq").fetchall()]
+        tx_order = [r[0] for r in c.execute("SELECT tx_id FROM events ORDER BY seq").fetchall()]
+    assert seqs == list(range(1, total + 1))
+    assert tx_order == sorted(tx_order)
 
     verify = ok(env.run("state", "verify"))
     assert verify.out.startswith("ok:")
@@ -244,6 +260,7 @@ def test_four_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
         )
 
 
+SECRET_WORKERS = 4
 SECRET_WORKER = r"""
 import sys
 from wassette_state.store import commands
@@ -259,6 +276,7 @@ store.close()
 
 
 @pytest.mark.slow
+@BOTH
 def test_concurrent_secret_sets_keep_every_value(env: Env, tmp_path: Path) -> None:
     """Four processes set distinct keys of one component's secrets as fast as the library
     allows. Every key the log declares must have its value in the secrets file: the file is a
@@ -273,27 +291,28 @@ def test_concurrent_secret_sets_keep_every_value(env: Env, tmp_path: Path) -> No
                 sys.executable,
                 "-c",
                 SECRET_WORKER,
-                str(env.db),
+                env.db_arg,
                 str(env.component_dir),
                 str(env.secrets_dir),
                 str(i),
                 str(per_worker),
             ],
             cwd=Path(__file__).resolve().parents[1],
+            env=env.environ(),
         )
-        for i in range(WORKERS)
+        for i in range(SECRET_WORKERS)
     ]
-    assert [p.wait(timeout=600) for p in procs] == [0] * WORKERS
+    assert [p.wait(timeout=600) for p in procs] == [0] * SECRET_WORKERS
     (shared,) = show(env)["components"]
     declared = set(shared["secrets"]["env_keys"])
-    assert len(declared) == WORKERS * per_worker
+    assert len(declared) == SECRET_WORKERS * per_worker
     values = secret_files.read_values(env.secrets_dir, "shared")
     lost = sorted(declared - set(values))
     print(f"\nsecret race: {len(declared)} keys declared, {len(lost)} values lost")
     assert not lost, f"{len(lost)} of {len(declared)} secret values lost: {lost[:8]}"
     assert all(
         values[f"K{i}_{j}"] == f"value-{i}-{j}"
-        for i in range(WORKERS)
+        for i in range(SECRET_WORKERS)
         for j in range(per_worker)
         if f"K{i}_{j}" in values
     )

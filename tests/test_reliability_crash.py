@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, ok, wassette_exe
+from tests.conftest import BOTH, Env, ok, wassette_exe
 from wassette_state.cli.main import cli
 from wassette_state.store import commands, files
 from wassette_state.store import events as ev
@@ -39,7 +39,7 @@ POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.
 def child_env(env: Env, actor: str = "crash@test") -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
     out.update(
-        WASSETTE_STATE_DB=str(env.db),
+        WASSETTE_STATE_DB=env.db_arg,
         WASSETTE_COMPONENT_DIR=str(env.component_dir),
         WASSETTE_SECRETS_DIR=str(env.secrets_dir),
         WASSETTE_ACTOR=actor,
@@ -56,7 +56,7 @@ def in_process(env: Env, *args: str) -> tuple[int, str]:
         cli,
         [
             "--db",
-            str(env.db),
+            env.db_arg,
             "--component-dir",
             str(env.component_dir),
             "--secrets-dir",
@@ -66,6 +66,7 @@ def in_process(env: Env, *args: str) -> tuple[int, str]:
             *args,
         ],
         catch_exceptions=True,
+        env={"XDG_DATA_HOME": str(env.root / "xdg-data")},  # the CLI's data dir (PostgreSQL)
     )
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return 99, f"{type(result.exception).__name__}: {result.exception}"
@@ -222,14 +223,63 @@ class Tally:
     temp_litter: int = 0
 
 
-def restore(base: Path, trial: Path) -> None:
-    shutil.rmtree(trial, ignore_errors=True)
-    shutil.copytree(base, trial, symlinks=True)
+class Databases:
+    """For PostgreSQL trials: the base store's database, copied anew before every trial
+    (SQLite's is a file among the base's, copied with them)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.made: list[str] = []
+
+    def clone(self) -> str:
+        name = self.server.clone()
+        self.made.append(name)
+        return str(self.server.url(name))
+
+    def restore(self, base: Path, trial: Env) -> None:
+        if trial.url:
+            name = self.server.name_of(trial.url)
+            self.made.append(name)
+            self.server.copy((base / BASE_DB).read_text(), name)
 
 
-def prepare(scn: Scenario, trial: Env) -> None:
+BASE_DB = ".pg-database"  # in a base dir: the name of its PostgreSQL database
+
+
+@pytest.fixture
+def databases(backend: str, request: pytest.FixtureRequest) -> Iterator[Databases | None]:
+    if backend != "postgres":
+        yield None
+        return
+    dbs = Databases(request.getfixturevalue("pg_server"))
+    yield dbs
+    for name in dbs.made:
+        dbs.server.drop(name)
+
+
+def trial_of(work: Path, base: Path) -> Env:
+    """The trial site for a base: its PostgreSQL database (if any) is a copy of the base's."""
+    pg = base / BASE_DB
+    if not pg.exists():
+        return Env(work / "trial")
+    from sqlalchemy.engine import make_url
+
+    from tests.pg import ADMIN_URL
+
+    url = make_url(ADMIN_URL).set(database=pg.read_text() + "_trial")
+    return Env(work / "trial", url.render_as_string(hide_password=False))
+
+
+def restore(base: Path, trial: Env, dbs: Databases | None = None) -> None:
+    shutil.rmtree(trial.root, ignore_errors=True)
+    shutil.copytree(base, trial.root, symlinks=True)
+    if dbs is not None:
+        dbs.restore(base, trial)
+
+
+def prepare(scn: Scenario, trial: Env, dbs: Databases | None) -> None:
     """Record the before state, then run the command uninterrupted for the after state."""
-    restore(scn.base, trial.root)
+    restore(scn.base, trial, dbs)
     before = show(trial)
     scn.before = normalize(before, scn.volatile)
     scn.before_seq = head_seq(before)
@@ -250,10 +300,12 @@ def prepare(scn: Scenario, trial: Env) -> None:
     assert scn.after != scn.before
 
 
-def run_trials(scn: Scenario, trial: Env, count: int, rng: random.Random) -> Tally:
+def run_trials(
+    scn: Scenario, trial: Env, count: int, rng: random.Random, dbs: Databases | None
+) -> Tally:
     tally = Tally()
     for i in range(count):
-        restore(scn.base, trial.root)
+        restore(scn.base, trial, dbs)
         # Half the trials die after a random delay; the other half once a random number of new
         # entries showed up in the component dir (the window after the commit is short, and a
         # delay alone rarely lands in it on a busy machine).
@@ -317,9 +369,10 @@ def run_trials(scn: Scenario, trial: Env, count: int, rng: random.Random) -> Tal
     return tally
 
 
-def report(scn: Scenario, tally: Tally) -> None:
+def report(scn: Scenario, tally: Tally, backend: str) -> None:
     print(
-        f"\ncrash[{scn.name}]: {tally.trials} trials (uninterrupted {scn.duration:.2f}s): "
+        f"\ncrash[{scn.name}, {backend}]: {tally.trials} trials "
+        f"(uninterrupted {scn.duration:.2f}s): "
         f"{tally.killed} killed ({tally.killed_by_progress} of them on observed progress), "
         f"{tally.finished} finished first; state before "
         f"{tally.landed_before}, after {tally.landed_after}; repaired {tally.repaired}; "
@@ -332,15 +385,19 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("crash")
 
 
-def build_base(work: Path, name: str, build: Callable[[Env], None]) -> Path:
+def build_base(
+    work: Path, name: str, build: Callable[[Env], None], dbs: Databases | None = None
+) -> Path:
     """Build at the trial path (so the recorded paths match every trial), then move aside."""
-    trial = Env(work / "trial")
+    trial = Env(work / "trial", dbs.clone() if dbs is not None else None)
     shutil.rmtree(trial.root, ignore_errors=True)
     trial.root.mkdir()
     build(trial)
     base = work / f"base-{name}"
     shutil.rmtree(base, ignore_errors=True)
     shutil.move(str(trial.root), str(base))
+    if dbs is not None and trial.url:
+        (base / BASE_DB).write_text(dbs.server.name_of(trial.url))
     return base
 
 
@@ -352,8 +409,16 @@ ROLLBACK_COMPONENTS = 100
 
 @dataclass
 class ImportBase:
-    base: Path
+    src: Path  # a store holding the components' wasm in its blob store
     snapshot: Path
+
+    def base(self, work: Path, dbs: Databases | None) -> Path:
+        def build(env: Env) -> None:
+            ok(env.run("env", "set", "BEFORE=1"))
+            blobs = env.settings().data_dir / "blobs"  # type: ignore[attr-defined]
+            shutil.copytree(self.src / "blobs", blobs, dirs_exist_ok=True)
+
+        return build_base(work, "import", build, dbs)
 
 
 @pytest.fixture(scope="module")
@@ -369,33 +434,33 @@ def import_base(work: Path) -> ImportBase:
     store.close()
     snapshot = work / "import-snapshot.json"
     ok(src.run("state", "export", str(snapshot)))
-
-    def build(env: Env) -> None:
-        ok(env.run("env", "set", "BEFORE=1"))
-        shutil.copytree(src.root / "blobs", env.root / "blobs", dirs_exist_ok=True)
-
-    return ImportBase(build_base(work, "import", build), snapshot)
+    return ImportBase(src.root, snapshot)
 
 
 @pytest.mark.slow
-def test_kill_during_large_import(work: Path, import_base: ImportBase) -> None:
-    trial = Env(work / "trial")
+@BOTH
+def test_kill_during_large_import(
+    work: Path, import_base: ImportBase, databases: Databases | None, backend: str
+) -> None:
+    base = import_base.base(work, databases)
+    trial = trial_of(work, base)
     scn = Scenario(
         "import",
-        import_base.base,
+        base,
         ["state", "import", str(import_base.snapshot)],
         volatile=False,
         new_files=4 * IMPORT_COMPONENTS,
     )
-    prepare(scn, trial)
+    prepare(scn, trial, databases)
     assert len(scn.after["components"]) == IMPORT_COMPONENTS
-    tally = run_trials(scn, trial, 14, random.Random(SEED))
-    report(scn, tally)
+    tally = run_trials(scn, trial, 14, random.Random(SEED), databases)
+    report(scn, tally, backend)
     assert tally.trials == 14
 
 
 @pytest.mark.slow
-def test_kill_during_rollback(work: Path) -> None:
+@BOTH
+def test_kill_during_rollback(work: Path, databases: Databases | None, backend: str) -> None:
     marks: dict[str, int] = {}
 
     def build(env: Env) -> None:
@@ -409,8 +474,8 @@ def test_kill_during_rollback(work: Path) -> None:
         store.close()
         ok(env.run("env", "set", "AFTER_DETACH=1"))
 
-    base = build_base(work, "rollback", build)
-    trial = Env(work / "trial")
+    base = build_base(work, "rollback", build, databases)
+    trial = trial_of(work, base)
     scn = Scenario(
         "rollback",
         base,
@@ -418,17 +483,18 @@ def test_kill_during_rollback(work: Path) -> None:
         volatile=False,
         new_files=4 * ROLLBACK_COMPONENTS,
     )
-    prepare(scn, trial)
+    prepare(scn, trial, databases)
     assert len(scn.after["components"]) == ROLLBACK_COMPONENTS
     assert not scn.before["components"]
-    tally = run_trials(scn, trial, 16, random.Random(SEED + 1))
-    report(scn, tally)
+    tally = run_trials(scn, trial, 16, random.Random(SEED + 1), databases)
+    report(scn, tally, backend)
     assert tally.trials == 16
 
 
 @pytest.mark.slow
-def test_kill_during_attach(work: Path) -> None:
-    inputs = work / "attach-inputs"
+@BOTH
+def test_kill_during_attach(work: Path, databases: Databases | None, backend: str) -> None:
+    inputs = work / f"attach-inputs-{backend}"
     inputs.mkdir()
     fx.write_component(inputs / "old.wasm", kind="simple")
     fx.write_component(inputs / "fresh.wasm", kind="weather")
@@ -446,8 +512,8 @@ def test_kill_during_attach(work: Path) -> None:
         )
         ok(env.run("env", "set", "BEFORE=1"))
 
-    base = build_base(work, "attach", build)
-    trial = Env(work / "trial")
+    base = build_base(work, "attach", build, databases)
+    trial = trial_of(work, base)
     scn = Scenario(
         "attach",
         base,
@@ -461,9 +527,9 @@ def test_kill_during_attach(work: Path) -> None:
         volatile=True,
         new_files=4,
     )
-    prepare(scn, trial)
-    tally = run_trials(scn, trial, 22, random.Random(SEED + 2))
-    report(scn, tally)
+    prepare(scn, trial, databases)
+    tally = run_trials(scn, trial, 22, random.Random(SEED + 2), databases)
+    report(scn, tally, backend)
     assert tally.trials == 22
 
 
@@ -494,6 +560,7 @@ raise SystemExit("unreachable: the after hook exits")
 """
 
 
+@BOTH
 def test_crash_between_commit_and_materialization(env: Env, tmp_path: Path) -> None:
     fx.write_component(tmp_path / "early.wasm", kind="simple")
     fx.write_component(tmp_path / "late.wasm", kind="mixed")
@@ -515,7 +582,7 @@ def test_crash_between_commit_and_materialization(env: Env, tmp_path: Path) -> N
             sys.executable,
             "-c",
             CRASH_AFTER_COMMIT,
-            str(env.db),
+            env.db_arg,
             str(env.component_dir),
             str(env.secrets_dir),
             str(tmp_path / "late.wasm"),
@@ -524,6 +591,7 @@ def test_crash_between_commit_and_materialization(env: Env, tmp_path: Path) -> N
         text=True,
         timeout=120,
         cwd=Path(__file__).resolve().parents[1],
+        env=env.environ(),
     )
     assert proc.returncode == 9, proc.stderr
     doc = show(env)
@@ -545,17 +613,20 @@ def test_crash_between_commit_and_materialization(env: Env, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_repair_removes_temp_files_of_a_killed_writer(work: Path, import_base: ImportBase) -> None:
+@BOTH
+def test_repair_removes_temp_files_of_a_killed_writer(
+    work: Path, import_base: ImportBase, databases: Databases | None
+) -> None:
     """A writer killed inside an atomic write leaves `.<name>.*.tmp` in the component dir.
 
     Wassette scans that directory; the repair (which runs under the materialization lock, so no
     live writer owns such a file) should leave it clean.
     """
-    base, snapshot = import_base.base, import_base.snapshot
-    trial = Env(work / "trial")
+    base, snapshot = import_base.base(work, databases), import_base.snapshot
+    trial = trial_of(work, base)
     litter: list[str] = []
     for _attempt in range(6):
-        restore(base, trial.root)
+        restore(base, trial, databases)
         proc = subprocess.Popen(
             [wassette_exe(), "state", "import", str(snapshot)],
             env=child_env(trial),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests import wasm_fixtures as fx
-from tests.conftest import REPO, Env, assert_refused, ok
+from tests.conftest import REPO, Env, assert_refused, ok, raw_db
 from wassette_state.store import migrate
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
@@ -37,11 +37,27 @@ def events_of(env: Env) -> list[dict[str, Any]]:
     return out
 
 
+# The log and read-model tampering runs on both backends; the WAL is SQLite's.
+BOTH_BACKENDS = pytest.mark.parametrize(
+    "tamper_backend", ["sqlite", "postgres"], indirect=True, scope="module"
+)
+SQLITE = pytest.mark.parametrize("tamper_backend", ["sqlite"], indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+def tamper_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def base(
+    tmp_path_factory: pytest.TempPathFactory, tamper_backend: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, list[dict[str, Any]], str | None]]:
     """A store with some history: several transactions, two components, env and secrets."""
     root = tmp_path_factory.mktemp("tamper-base")
-    env = Env(root / "site")
+    server = request.getfixturevalue("pg_server") if tamper_backend == "postgres" else None
+    db_name = server.clone() if server is not None else None
+    env = Env(root / "site", server.url(db_name) if server is not None else None)
     env.root.mkdir()
     inputs = root / "inputs"
     inputs.mkdir()
@@ -59,18 +75,39 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str,
     ):
         ok(env.run(*args, actor="alice@test"))
     assert ok(env.run("state", "verify")).out.startswith("ok:")
-    return env.root, events_of(env)
+    yield env.root, events_of(env), db_name
+    if server is not None and db_name is not None:
+        server.drop(db_name)
 
 
 @pytest.fixture
-def site(base: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> Env:
-    env = Env(tmp_path / "site")
-    shutil.copytree(base[0], env.root)
-    return env
+def site(
+    base: tuple[Path, list[dict[str, Any]], str | None],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Env]:
+    """A copy of the base: its files, and its PostgreSQL database copied from the base's."""
+    root, _, db_name = base
+    if db_name is None:
+        env = Env(tmp_path / "site")
+        shutil.copytree(root, env.root)
+        yield env
+        return
+    server = request.getfixturevalue("pg_server")
+    name = f"{db_name}_{tmp_path.name}"[:63]
+    server.copy(db_name, name)
+    env = Env(tmp_path / "site", server.url(name))
+    # The store records where its files are: the copy keeps the base's paths, as a copied
+    # SQLite site does (it names them relative to nothing: both are copies of one site).
+    shutil.copytree(root, env.root)
+    try:
+        yield env
+    finally:
+        server.drop(name)
 
 
 @pytest.fixture
-def history(base: tuple[Path, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def history(base: tuple[Path, list[dict[str, Any]], str | None]) -> list[dict[str, Any]]:
     """The base's `state history -o json` (every site starts as a copy of the base)."""
     return base[1]
 
@@ -92,51 +129,57 @@ def seq_of(history: list[dict[str, Any]], type_: str) -> int:
 # ---------------------------------------------------------------------------- the log
 
 
+@BOTH_BACKENDS
 def test_edited_event_data(site: Env, history: list[dict[str, Any]]) -> None:
     seq = seq_of(history, "env.set")
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("UPDATE events SET data = replace(data, 'info', 'evil') WHERE seq = ?", (seq,))
         assert c.total_changes == 1
     refused_by_verify(site, f"seq {seq}", "hash")
 
 
+@BOTH_BACKENDS
 def test_edited_event_type_version(site: Env) -> None:
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("UPDATE events SET stream_version = stream_version + 10 WHERE seq = 3")
     refused_by_verify(site, "seq 3")
 
 
+@BOTH_BACKENDS
 def test_deleted_event_in_the_middle(site: Env, history: list[dict[str, Any]]) -> None:
     seq = seq_of(history, "secret.keys_set")
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("DELETE FROM events WHERE seq = ?", (seq,))
     refused_by_verify(site, f"seq {seq}", "missing")
 
 
+@BOTH_BACKENDS
 def test_deleted_last_event(site: Env, history: list[dict[str, Any]]) -> None:
     last = history[-1]["seq"]
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("DELETE FROM events WHERE seq = ?", (last,))
     refused_by_verify(site, f"seq {last}")
 
 
+@BOTH_BACKENDS
 def test_deleted_last_transaction_entirely(site: Env, history: list[dict[str, Any]]) -> None:
     """Events and transaction row both gone: the chain itself is still consistent; the read
     models (rows from the deleted seqs) and the materialization marker (files written for a
     later seq) can tell, and the report must name the deletion, not advise a rebuild."""
     last_tx = history[-1]["tx"]
     first_gone = min(e["seq"] for e in history if e["tx"] == last_tx)
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("DELETE FROM events WHERE tx_id = ?", (last_tx,))
         c.execute("DELETE FROM transactions WHERE id = ?", (last_tx,))
     refused_by_verify(site, f"seq {first_gone}", "missing")
 
 
+@BOTH_BACKENDS
 def test_reordered_pair(site: Env, history: list[dict[str, Any]]) -> None:
     """Two rows swap their content (everything but seq)."""
     a, b = history[2]["seq"], history[3]["seq"]
     cols = "tx_id, stream, stream_version, type, type_version, data, hash"
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         ra = c.execute(f"SELECT {cols} FROM events WHERE seq = ?", (a,)).fetchone()
         rb = c.execute(f"SELECT {cols} FROM events WHERE seq = ?", (b,)).fetchone()
         assert ra != rb
@@ -148,19 +191,21 @@ def test_reordered_pair(site: Env, history: list[dict[str, Any]]) -> None:
     refused_by_verify(site, f"seq {a}")
 
 
+@BOTH_BACKENDS
 def test_edited_transaction_actor(site: Env, history: list[dict[str, Any]]) -> None:
     tx = history[4]["tx"]
     first = min(e["seq"] for e in history if e["tx"] == tx)
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("UPDATE transactions SET actor = 'mallory@evil' WHERE id = ?", (tx,))
         assert c.total_changes == 1
     refused_by_verify(site, f"seq {first}", "hash")
 
 
+@BOTH_BACKENDS
 def test_edited_transaction_time(site: Env, history: list[dict[str, Any]]) -> None:
     """Backdating a transaction (what `--at`/`rollback --to` resolve against) is detected."""
     tx = history[-1]["tx"]
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("UPDATE transactions SET recorded_at = recorded_at - 1 WHERE id = ?", (tx,))
     refused_by_verify(site)
 
@@ -168,8 +213,9 @@ def test_edited_transaction_time(site: Env, history: list[dict[str, Any]]) -> No
 # ---------------------------------------------------------------------------- read models
 
 
+@BOTH_BACKENDS
 def test_edited_read_model_row(site: Env) -> None:
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         row_id, state = c.execute(
             "SELECT id, state FROM component_versions WHERE component_id = 'weather' "
             "AND to_seq IS NULL"
@@ -189,8 +235,9 @@ def test_edited_read_model_row(site: Env) -> None:
     assert ok(site.run("state", "verify")).out.startswith("ok:")
 
 
+@BOTH_BACKENDS
 def test_deleted_read_model_row(site: Env) -> None:
-    with raw(site.db) as c:
+    with raw_db(site) as c:
         c.execute("DELETE FROM component_versions WHERE component_id = 'fetch'")
     refused_by_verify(site, "read model")
 
@@ -227,6 +274,7 @@ def reader_held_open(db: Path) -> Iterator[None]:
         proc.wait(timeout=60)
 
 
+@SQLITE
 def test_truncated_wal(site: Env, history: list[dict[str, Any]], tmp_path: Path) -> None:
     before = history[-1]["seq"]
     copy = Env(tmp_path / "copy")
@@ -254,6 +302,7 @@ def test_truncated_wal(site: Env, history: list[dict[str, Any]], tmp_path: Path)
     assert f"seq {remaining + 1}" in line, line
 
 
+@SQLITE
 def test_intact_wal_copy_verifies(site: Env, tmp_path: Path) -> None:
     """The same copy without the truncation is fine (so the test above detects the cut)."""
     copy = Env(tmp_path / "copy")
