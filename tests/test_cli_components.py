@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, cli_history, ok
+from tests.conftest import BOTH, Env, cli_history, ok
 
 STAMP_MTIME = 1_700_000_000
 POLICY = (
@@ -48,6 +48,7 @@ def blob_path(env: Env, digest: str) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+@BOTH
 def test_attach_by_path_materializes_wassette_layout(env: Env) -> None:
     src = env.root / "inputs" / "weather.wasm"
     data = make_wasm(src)
@@ -131,6 +132,7 @@ def test_attach_by_file_uri_with_id_and_aliases(env: Env) -> None:
     ]
 
 
+@BOTH
 def test_reattach_same_bytes_is_no_change_new_bytes_keep_policy_and_secrets(env: Env) -> None:
     src = env.root / "inputs" / "weather.wasm"
     first = make_wasm(src)
@@ -180,6 +182,7 @@ def test_reattach_same_bytes_is_no_change_new_bytes_keep_policy_and_secrets(env:
     assert blob_path(env, sha(second)).read_bytes() == second
 
 
+@BOTH
 def test_detach_removes_files_and_secrets_keeps_blob(env: Env) -> None:
     src = env.root / "inputs" / "weather.wasm"
     data = make_wasm(src)
@@ -212,6 +215,7 @@ def test_detach_removes_files_and_secrets_keeps_blob(env: Env) -> None:
     }
 
 
+@BOTH
 def test_list_and_inspect_shapes(env: Env) -> None:
     a = env.root / "inputs" / "zeta.wasm"
     b = env.root / "inputs" / "alpha.wasm"

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, cli_history, ok
+from tests.conftest import BOTH, Env, cli_history, ok
 
 # An id whose secrets file name needs Wassette's sanitizing: '_' runs collapse, trailing '_' go.
 CID = "my__comp.v2_"
@@ -39,6 +39,7 @@ def listing(env: Env, cid: str = CID, *extra: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
+@BOTH
 def test_secret_set_list_delete_and_file_layout(env: Env) -> None:
     attach(env)
     secrets_file = env.secrets_dir / f"{SANITIZED}.yaml"
@@ -128,6 +129,7 @@ def test_secret_modes_under_umask_000(env: Env) -> None:
     assert mode(env.secrets_dir / "plain.yaml") == 0o600
 
 
+@BOTH
 def test_rotation_is_an_event_and_missing_values_are_flagged(env: Env) -> None:
     attach(env, "svc")
     ok(env.run("secret", "set", "svc", "TOKEN=v1", "OTHER=o"))
@@ -172,6 +174,7 @@ def test_rotation_is_an_event_and_missing_values_are_flagged(env: Env) -> None:
     assert yaml.safe_load(secrets_file.read_text()) == {"STRAY": "s", "TOKEN": "v3"}
 
 
+@BOTH
 def test_env_set_unset_list(env: Env) -> None:
     env.store().close()  # type: ignore[attr-defined]  # an empty store (reads never create one)
     assert ok(env.run("env", "list")).out.strip() == "no variables"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests import wasm_fixtures as fx
-from tests.conftest import CONFORMANCE, Env, assert_refused, tree_bytes
+from tests.conftest import BOTH, CONFORMANCE, Env, assert_refused, tree_bytes
 from wassette_state.store import commands
 
 SECRET = "h0stile-s3cr3t-v4lue"
@@ -29,6 +29,8 @@ BASE: dict[str, Any] = json.loads((CONFORMANCE / "state" / "wassette-written.jso
 OVERSIZE = 64 * 1024 * 1024 + 1
 
 Make = Callable[[Path], Path]
+
+pytestmark = BOTH
 
 
 def doc_with(change: Callable[[dict[str, Any]], object], name: str = "bad.json") -> Make:

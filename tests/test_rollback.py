@@ -18,6 +18,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import (
+    BOTH,
     Env,
     all_events,
     assert_refused,
@@ -77,6 +78,7 @@ def build(env: Env) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- rollback
 
 
+@BOTH
 def test_rollback_appends_one_transaction_and_keeps_history(env: Env) -> None:
     build(env)
     before = all_events(env)
@@ -112,6 +114,7 @@ def test_rollback_appends_one_transaction_and_keeps_history(env: Env) -> None:
     assert all(e["command"].startswith("state rollback --to tx:2") for e in recorded)
 
 
+@BOTH
 def test_dry_run_writes_nothing(env: Env) -> None:
     build(env)
     before = tree_bytes(env.root)
@@ -178,6 +181,7 @@ def test_text_report_lists_plan_and_secret_commands(env: Env) -> None:
     assert any("secret set weather --stdin" in ln and "K=…" in ln for ln in lines)
 
 
+@BOTH
 def test_rollback_to_the_empty_state_and_back(env: Env) -> None:
     data = build(env)
     before_files = files_of(env)
@@ -209,6 +213,7 @@ def test_rollback_to_the_current_state_appends_nothing(env: Env) -> None:
 # --------------------------------------------------------------------------- undo
 
 
+@BOTH
 def test_undo_and_rollbacks_of_rollbacks(env: Env) -> None:
     with opened(env) as s:
         commands.env_set(s, {"A": "1"})  # tx1
