@@ -22,7 +22,7 @@ from sqlalchemy import exc as sa_exc
 
 from wassette_state.store import migrate
 from wassette_state.store.backend import Backend
-from wassette_state.store.db import file_lock, first_line
+from wassette_state.store.db import file_lock, first_line, sqlite_path
 from wassette_state.store.errors import (
     BusyError,
     IntegrityError,
@@ -33,16 +33,6 @@ from wassette_state.store.errors import (
 
 BUSY_TIMEOUT_MS = int(os.environ.get("WASSETTE_BUSY_TIMEOUT_MS", "60000"))
 SYNCHRONOUS = os.environ.get("WASSETTE_SYNCHRONOUS", "FULL").upper()
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for other dialects and in-memory databases."""
-    if not url.startswith("sqlite:///"):
-        return None
-    raw = url[len("sqlite:///") :].split("?", 1)[0]
-    if raw in ("", ":memory:"):
-        return None
-    return Path(raw)
 
 
 def make_engine(url: str, *, synchronous: str = SYNCHRONOUS, read_uri: str | None = None) -> Engine:

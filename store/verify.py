@@ -1,4 +1,5 @@
-"""`state verify`: hash chain, gap-free order, fold-vs-read-model equality, SQLite integrity."""
+"""`state verify`: hash chain, gap-free order, fold-vs-read-model equality, the database's own
+integrity check (its backend's)."""
 
 from __future__ import annotations
 

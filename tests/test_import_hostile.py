@@ -14,14 +14,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import wasm_fixtures as fx
-from tests.conftest import BOTH, CONFORMANCE, Env, assert_refused, tree_bytes
+from tests.conftest import CONFORMANCE, Env, assert_refused, raw_db, tree_bytes
 from wassette_state.store import commands
 
 SECRET = "h0stile-s3cr3t-v4lue"
@@ -29,8 +29,6 @@ BASE: dict[str, Any] = json.loads((CONFORMANCE / "state" / "wassette-written.jso
 OVERSIZE = 64 * 1024 * 1024 + 1
 
 Make = Callable[[Path], Path]
-
-pytestmark = BOTH
 
 
 def doc_with(change: Callable[[dict[str, Any]], object], name: str = "bad.json") -> Make:
@@ -245,14 +243,41 @@ def seed(env: Env) -> None:
         store.close()
 
 
+BOTH_BACKENDS = pytest.mark.parametrize(
+    "hostile_backend", ["sqlite", "postgres"], indirect=True, scope="module"
+)
+
+
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Env:
+def hostile_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def seeded(
+    tmp_path_factory: pytest.TempPathFactory, hostile_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Env]:
     """One seeded store for every case: each case checks that it changed nothing, so sharing
     it cannot hide a change (the next case compares against its own 'before')."""
     root = tmp_path_factory.mktemp("hostile-store")
-    env = Env(root)
+    server = request.getfixturevalue("pg_server") if hostile_backend == "postgres" else None
+    name = server.clone() if server is not None else None
+    env = Env(root, server.url(name) if server is not None else None)
     seed(env)
-    return env
+    yield env
+    if server is not None:
+        server.drop(name)
+
+
+def db_content(env: Env) -> list[Any]:
+    """Every row of the log and the read models (the SQLite file is among the tree's bytes)."""
+    if not env.url:
+        return []
+    with raw_db(env) as c:
+        return [
+            c.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+            for t in ("transactions", "events", "component_versions", "setting_versions", "tags")
+        ]
 
 
 def test_there_are_enough_distinct_cases() -> None:
@@ -260,6 +285,7 @@ def test_there_are_enough_distinct_cases() -> None:
     assert len(names) == len(set(names)) >= 30
 
 
+@BOTH_BACKENDS
 @pytest.mark.parametrize(("name", "make", "contains"), CASES, ids=[c[0] for c in CASES])
 def test_hostile_file_is_refused_and_changes_nothing(
     seeded: Env, tmp_path: Path, name: str, make: Make, contains: str
@@ -268,20 +294,21 @@ def test_hostile_file_is_refused_and_changes_nothing(
     inputs = tmp_path / "hostile"
     inputs.mkdir()
     source = make(inputs)
-    before = tree_bytes(env.root)
+    before = tree_bytes(env.root), db_content(env)
     res = env.run("state", "import", str(source))
     assert_refused(env, res, 2, contains)
     assert SECRET not in res.text
-    assert tree_bytes(env.root) == before
+    assert (tree_bytes(env.root), db_content(env)) == before
     assert not Path("/tmp/hostile-pwned").exists()
 
 
+@BOTH_BACKENDS
 def test_hostile_file_on_stdin_is_refused(seeded: Env) -> None:
     env = seeded
-    before = tree_bytes(env.root)
+    before = tree_bytes(env.root), db_content(env)
     doc = copy.deepcopy(BASE)
     doc["components"][1]["secrets"] = {"env_keys": ["K"], "K": SECRET}
     res = env.run("state", "import", "-", "--dry-run", input=json.dumps(doc))
     assert_refused(env, res, 2, "components[1].secrets: contains secret values")
     assert SECRET not in res.text
-    assert tree_bytes(env.root) == before
+    assert (tree_bytes(env.root), db_content(env)) == before
