@@ -64,6 +64,12 @@ class Env:
         return self.url or str(self.db)
 
     @property
+    def data_dir(self) -> Path:
+        """Blobs, the materialization marker, the env file: beside a SQLite file, in the data
+        home (XDG_DATA_HOME/wassette) for a PostgreSQL store."""
+        return self.root / "xdg-data" / "wassette" if self.url else self.root
+
+    @property
     def backend(self) -> str:
         return "postgres" if self.url else "sqlite"
 

@@ -42,7 +42,7 @@ def component_files(env: Env, cid: str) -> dict[str, Path]:
 
 
 def blob_path(env: Env, digest: str) -> Path:
-    return env.db.parent / "blobs" / "sha256" / digest[:2] / digest
+    return env.data_dir / "blobs" / "sha256" / digest[:2] / digest
 
 
 # ---------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_eight_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
 
     t0 = time.monotonic()
     for p in procs:
-        assert p.wait(timeout=900) == 0
+        assert p.wait(timeout=1800) == 0
     elapsed = time.monotonic() - t0
     records: list[dict[str, Any]] = []
     for out in outs:

@@ -52,7 +52,7 @@ def files_of(env: Env) -> dict[str, bytes]:
 
 def blob(env: Env, data: bytes) -> Path:
     digest = hashlib.sha256(data).hexdigest()
-    return env.root / "blobs" / "sha256" / digest[:2] / digest
+    return env.data_dir / "blobs" / "sha256" / digest[:2] / digest
 
 
 def build(env: Env) -> dict[str, bytes]:
