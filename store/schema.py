@@ -28,6 +28,9 @@ metadata = MetaData(naming_convention=NAMING)
 # Ids and seqs are BIGINT on PostgreSQL (revision 0004); SQLite's INTEGER is 64-bit already, and
 # an INTEGER PRIMARY KEY stays the rowid there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# The command line as typed has no length bound: TEXT on PostgreSQL (revision 0004), which,
+# unlike SQLite, enforces VARCHAR lengths.
+CommandText = String(200).with_variant(Text(), "postgresql")
 
 # One row: who this store is. The lineage travels in exports so an import can name its source.
 store_identity = Table(
@@ -50,7 +53,7 @@ transactions = Table(
     Column("id", BigId, primary_key=True, autoincrement=False),
     Column("recorded_at", BigInteger, nullable=False),  # UTC microseconds, strictly increasing
     Column("actor", String(200), nullable=False),
-    Column("command", String(200), nullable=False),
+    Column("command", CommandText, nullable=False),
     Column("kind", String(16), nullable=False),  # change | import | rollback | sync
     Column("reason", Text, nullable=True),
     Column("details", Text, nullable=False),  # JSON object

@@ -230,3 +230,13 @@ def test_integrity_check_passes_on_a_sound_store(env: Env) -> None:
         assert backend.of(conn).integrity_problems(conn) == []
     r = ok(env.run("state", "verify", "-o", "json"))
     assert json.loads(r.out)["ok"] is True
+
+
+def test_a_long_command_line_is_recorded(env: Env) -> None:
+    """SQLite never enforced VARCHAR(200); PostgreSQL does: the command column is TEXT there."""
+    keys = [f"KEY_NUMBER_{i:03d}" for i in range(60)]
+    ok(env.run("env", "set", *(f"{k}=secret-value" for k in keys)))
+    with raw_db(env) as c:
+        (command,) = c.execute("SELECT command FROM transactions ORDER BY id DESC").fetchone()
+    assert command.startswith("env set KEY_NUMBER_000") and len(command) > 600
+    assert "secret-value" not in command  # values are left out

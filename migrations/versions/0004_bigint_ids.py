@@ -1,4 +1,6 @@
-"""BIGINT ids and seqs on PostgreSQL (a store shared by a fleet outlives 2^31 events).
+"""BIGINT ids and seqs on PostgreSQL (a store shared by a fleet outlives 2^31 events), and the
+recorded command line as TEXT there (PostgreSQL enforces VARCHAR(200); SQLite never did, so a
+long command line that SQLite kept must fit on PostgreSQL too).
 
 SQLite's INTEGER is already 64-bit (and an INTEGER PRIMARY KEY must stay the rowid), so this
 revision changes nothing there. On PostgreSQL it widens every id/seq column and the sequences
@@ -42,7 +44,11 @@ def _alter(to: type[sa.types.TypeEngine[int]], seq_type: str) -> None:
 
 def upgrade() -> None:
     _alter(sa.BigInteger, "bigint")
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column("transactions", "command", type_=sa.Text(), existing_nullable=False)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column("transactions", "command", type_=sa.String(200), existing_nullable=False)
     _alter(sa.Integer, "integer")
