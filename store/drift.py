@@ -554,6 +554,16 @@ def record_first(store: Any, ids: set[str], command: str, keep_secret_values: bo
     before the command's own, so nothing Wassette (or anyone) did there is silently
     overwritten (DESIGN §3.3). A component it records as gone takes its secret values with
     it, as `sync` does (unless the command was asked to keep them)."""
+    from wassette_state.store import staging
+
+    # As `sync`: the secrets lock, then the files lock, and the files brought up to the log
+    # first, so another writer between its commit and its file writes is not taken for drift.
+    with staging.locked(store), store.files_locked():
+        store.repair_files()
+        _record_first(store, ids, command, keep_secret_values)
+
+
+def _record_first(store: Any, ids: set[str], command: str, keep_secret_values: bool) -> None:
     from wassette_state.store.service import Decision
 
     found = find(store, ids)
