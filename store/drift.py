@@ -555,26 +555,37 @@ def record_first(store: Any, ids: set[str], command: str, keep_secret_values: bo
     overwritten (DESIGN §3.3). A component it records as gone takes its secret values with
     it, as `sync` does (unless the command was asked to keep them)."""
     from wassette_state.store import staging
+    from wassette_state.store.errors import ConflictError
 
-    # As `sync`: the secrets lock, then the files lock, and the files brought up to the log
-    # first, so another writer between its commit and its file writes is not taken for drift.
+    # As `sync`: the secrets lock, then the files lock, the files brought up to the log, and
+    # the scan made against a state whose files are written: another writer between its commit
+    # and its file writes (it waits for these locks) is never taken for drift.
+    scope = set(ids)
     with staging.locked(store), store.files_locked():
-        store.repair_files()
-        _record_first(store, ids, command, keep_secret_values)
+        for _attempt in range(SYNC_ATTEMPTS):
+            store.repair_files()
+            seen, head = store.state_and_head(scope)
+            marker = store.read_marker() or {}
+            if head and marker.get("seq") != head:  # committed since the repair: again
+                continue
+            found = _found_for(store, seen, known_only=True)
+            break
+        else:
+            raise ConflictError("the store kept changing while scanning for drift; run it again")
+        _record_first(store, scope, command, keep_secret_values, seen, found)
 
 
-def _record_first(store: Any, ids: set[str], command: str, keep_secret_values: bool) -> None:
+def _record_first(
+    store: Any, scope: set[str], command: str, keep_secret_values: bool, seen: State, found: Found
+) -> None:
     from wassette_state.store.service import Decision
 
-    found = find(store, ids)
     if not found.events:
         return
     for sha, data in found.blobs.items():
         store.blobs.put(data, sha)
     for path in found.stale_cwasm:
         fsutil.remove(path)
-    scope = set(ids)  # `find` looked at these components' files only
-    seen = store.state(scope=scope)
 
     def decide(state: State) -> Decision:
         if state != seen:
