@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -349,3 +355,45 @@ def wassette(env: Env) -> Any:
     from real_wassette import RealWassette
 
     return RealWassette(env)
+
+
+def run_on_tty(
+    env: Env, *args: str, answer: str | None = None, columns: int = 80, **extra: str
+) -> tuple[int, str]:
+    """The CLI with stdin, stdout and stderr on a pseudo-terminal `columns` wide."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    proc = subprocess.Popen(
+        [wassette_exe(), *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env.environ(TERM="dumb", **extra),
+        cwd=env.root,
+        start_new_session=True,  # the pty becomes its controlling terminal, as in a shell
+    )
+    os.close(slave)
+    if answer is not None:
+        os.write(master, f"{answer}\n".encode())
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, out.decode().replace("\r\n", "\n")

@@ -6,11 +6,6 @@ against the real binary where both can run the same argv."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +13,7 @@ import pytest
 import yaml
 
 from tests import wasm_fixtures as fx
-from tests.conftest import Env, Result, assert_refused, ok, tree_bytes, wassette_exe
+from tests.conftest import Env, Result, assert_refused, ok, run_on_tty, tree_bytes
 
 SHORTCUTS = (
     "export",
@@ -480,49 +475,6 @@ def test_show_values_with_yes_and_without_a_terminal(site: Env) -> None:
     # --yes alone is accepted and shows nothing (as in Wassette)
     hidden = json.loads(ok(site.run("secret", "list", "weather", "--yes", "-o", "json")).out)
     assert hidden["secrets"] == [{"key": "API_KEY", "declared": True, "has_value": True}]
-
-
-def run_on_tty(env: Env, *args: str, answer: str | None = None) -> tuple[int, str]:
-    """The CLI with stdin, stdout and stderr on a pseudo-terminal; `answer` is typed in."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("WASSETTE_")}
-    environ.update(
-        WASSETTE_STATE_DB=str(env.db),
-        WASSETTE_COMPONENT_DIR=str(env.component_dir),
-        WASSETTE_SECRETS_DIR=str(env.secrets_dir),
-        HOME=str(env.root / "home"),
-        XDG_DATA_HOME=str(env.root / "xdg-data"),
-        XDG_CONFIG_HOME=str(env.root / "xdg-config"),
-        TERM="dumb",
-    )
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [wassette_exe(), *args], stdin=slave, stdout=slave, stderr=slave, env=environ, cwd=env.root
-    )
-    os.close(slave)
-    if answer is not None:
-        os.write(master, f"{answer}\n".encode())
-    out = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, out.decode().replace("\r\n", "\n")
 
 
 def test_show_values_asks_on_a_terminal(site: Env) -> None:

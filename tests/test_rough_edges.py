@@ -6,15 +6,10 @@ database's mode, `history -o json` streamed, `env unset` of many keys, and `..` 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
-import termios
 import time
 import unicodedata
 from pathlib import Path
@@ -29,6 +24,7 @@ from tests.conftest import (
     assert_refused,
     cli_history,
     ok,
+    run_on_tty,
     tree_bytes,
     wassette_exe,
 )
@@ -41,48 +37,6 @@ def wasm(env: Env, name: str = "weather", kind: str = "weather") -> Path:
     src.parent.mkdir(parents=True, exist_ok=True)
     fx.write_component(src, kind=kind)
     return src
-
-
-def run_on_tty(
-    env: Env, *args: str, answer: str | None = None, columns: int = 80, **extra: str
-) -> tuple[int, str]:
-    """The CLI with stdin, stdout and stderr on a pseudo-terminal `columns` wide."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    proc = subprocess.Popen(
-        [wassette_exe(), *args],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env.environ(TERM="dumb", **extra),
-        cwd=env.root,
-        start_new_session=True,  # the pty becomes its controlling terminal, as in a shell
-    )
-    os.close(slave)
-    if answer is not None:
-        os.write(master, f"{answer}\n".encode())
-    out = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, out.decode().replace("\r\n", "\n")
 
 
 def width(text: str) -> int:
