@@ -375,5 +375,18 @@ class McpClient:
             self.proc.wait(timeout=10)
 
 
+def wait_for_tool(client: Any, name: str, timeout: float = 60) -> list[str]:
+    """The tool names once `name` is among them: Wassette loads the components it finds at
+    start in the background, and its first `tools/list` may come before that load is done."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        names = client.tool_names()
+        if name in names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.1)
+
+
 class McpError(Exception):
     """A JSON-RPC error answer."""

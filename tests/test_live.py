@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import Env, Result, assert_refused, cli_history, ok, tree_bytes
-from real_wassette import HttpMcp, RealWassette, Served, free_port
+from real_wassette import HttpMcp, RealWassette, Served, free_port, wait_for_tool
 from test_wassette_env import env_probe
 from wasm_fixtures import const_component
 
@@ -406,9 +406,9 @@ def test_client_starts_a_new_session_when_wassette_restarted(
         client = mcp.Client(first.url)
         client.initialize()
         old = client.session
-        assert old and "answer" in client.tool_names()
+        assert old and "answer" in wait_for_tool(client, "answer")
     with wassette.serve(port=port):  # same address, a Wassette that never saw the session
-        assert "answer" in client.tool_names()
+        assert "answer" in wait_for_tool(client, "answer")
         assert client.session and client.session != old
         assert mcp.result_text(client.call("list-components"))
         client.close()
