@@ -46,9 +46,9 @@ class RawEvent:
 def prepare(events: Sequence[Any], base: Any) -> list[RawEvent]:
     """Serialize events and derive their read-model rows with the project's own deriver (this
     runs before the clock starts; the raw writer only writes what it is given)."""
-    from wassette_state.store import events as ev
-    from wassette_state.store import readmodel
-    from wassette_state.store.state import compact
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.domain.state import compact
+    from wassette_state.store.persistence import readmodel
 
     d = readmodel.deriver_for(base)
     recording = _Recording(d.encoder.blobs)
@@ -92,7 +92,8 @@ def _table(kind: str) -> tuple[str, str, str]:
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
-    """The project's pragmas (store/db.py), on a plain stdlib connection in autocommit mode."""
+    """The project's pragmas (store/persistence/db.py), on a plain stdlib connection in
+    autocommit mode."""
     conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute("PRAGMA journal_mode=WAL")

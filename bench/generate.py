@@ -476,7 +476,7 @@ class Workload:
     ):
         import yaml
 
-        from wassette_state.store import events as ev
+        from wassette_state.store.domain import events as ev
 
         self.ev = ev
         self.rng = random.Random(seed)
@@ -516,7 +516,7 @@ class Workload:
     def _policy_text(self, cid: str, model: PolicyModel) -> str:
         text = model.render(cid, self.docs)
         if self.checked < 64:  # the fast renderer must write what the project accepts
-            from wassette_state.store.policy import parse_policy
+            from wassette_state.store.domain.policy import parse_policy
 
             parse_policy(text)
             self.checked += 1
@@ -858,8 +858,8 @@ def generate(
     transaction, else rebuild. `db_path` must not exist yet; the component and secrets dirs
     default to siblings of the database.
     """
-    from wassette_state.store.config import resolve
-    from wassette_state.store.service import Store
+    from wassette_state.store.files.config import resolve
+    from wassette_state.store.usecases.service import Store
 
     if readmodels == "auto":
         readmodels = "apply" if commands_per_tx <= 1 else "rebuild"
@@ -900,9 +900,9 @@ def _generate(
     materialize: bool,
     progress: bool,
 ) -> GenStats:
-    from wassette_state.store import db, log, readmodel
-    from wassette_state.store.fold import project
-    from wassette_state.store.state import State
+    from wassette_state.store.domain.fold import project
+    from wassette_state.store.domain.state import State
+    from wassette_state.store.persistence import db, log, readmodel
 
     work = Workload(seed, components, store.settings.component_dir, sdir, store.blobs)
     txs = _grouped(work.transactions(), commands_per_tx)
@@ -967,7 +967,7 @@ def _generate(
 
     start = time.perf_counter()
     if materialize:
-        from wassette_state.store import secrets as secret_files
+        from wassette_state.store.files import secrets as secret_files
 
         with _progress(2, "materializing files", progress) as bar:
             store.materialize(None)
@@ -1022,9 +1022,9 @@ def fingerprint() -> str:
     (so opening one never migrates it); a change that writes the same bytes does not."""
     from sqlalchemy import create_engine
 
-    from wassette_state.store import events as ev
-    from wassette_state.store import log, migrate, readmodel, schema
-    from wassette_state.store.state import State
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.domain.state import State
+    from wassette_state.store.persistence import log, migrate, readmodel, schema
 
     engine = create_engine("sqlite://")
     schema.metadata.create_all(engine)

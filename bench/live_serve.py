@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/live_serve.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wassette_state.store import mcp
+from wassette_state.store.live import mcp
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = Path(os.environ.get("REAL_WASSETTE", REPO.parent / "shared" / "tools" / "real-wassette"))

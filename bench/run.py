@@ -232,13 +232,13 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def settings_for(root: Path) -> Any:
-    from wassette_state.store.config import resolve
+    from wassette_state.store.files.config import resolve
 
     return resolve(str(root / "state.db"), str(root / "components"), str(root / "secrets"), ACTOR)
 
 
 def open_store(root: Path) -> Any:
-    from wassette_state.store.service import Store
+    from wassette_state.store.usecases.service import Store
 
     return Store(settings_for(root))
 
@@ -298,8 +298,8 @@ def run_cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> float:
 def single_events(base: Any, count: int, rng: random.Random) -> list[Any]:
     """Realistic one-event commands on a store's current state: permission grants/revokes
     (real policy edits), secret key sets, env sets — in rotation."""
-    from wassette_state.store import events as ev
-    from wassette_state.store import policy as pol
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.domain import policy as pol
 
     ids = sorted(base.components)
     contents = {
@@ -337,9 +337,9 @@ def single_events(base: Any, count: int, rng: random.Random) -> list[Any]:
 
 def fig_append_single(ctx: Ctx) -> list[Figure]:
     """1 event per transaction, durable, through Store.execute (+ diagnostics)."""
-    from wassette_state.store import db, log, readmodel
-    from wassette_state.store.fold import project
-    from wassette_state.store.service import Decision
+    from wassette_state.store.domain.fold import project
+    from wassette_state.store.persistence import db, log, readmodel
+    from wassette_state.store.usecases.service import Decision
 
     sz = ctx.sizes
     k = sz.appends_per_run
@@ -461,7 +461,7 @@ def fig_append_single(ctx: Ctx) -> list[Figure]:
 def fig_append_fleet(ctx: Ctx) -> list[Figure]:
     """Informational: Store.execute on a 10k-component store, with the scope the real
     command passes (its component; none for env): the cost does not grow with the fleet."""
-    from wassette_state.store.service import Decision
+    from wassette_state.store.usecases.service import Decision
 
     n = ctx.sizes.fleet_appends
     if n <= 0:
@@ -497,8 +497,8 @@ def fig_append_fleet(ctx: Ctx) -> list[Figure]:
 
 def import_events(ctx: Ctx) -> tuple[list[Any], Any]:
     """The events an import of the fleet store's current state into an empty store appends."""
-    from wassette_state.store.diff import reconcile
-    from wassette_state.store.state import State
+    from wassette_state.store.domain.diff import reconcile
+    from wassette_state.store.domain.state import State
 
     root, _ = ctx.store_dir("fleet")
     store = open_store(root)
@@ -509,9 +509,9 @@ def import_events(ctx: Ctx) -> tuple[list[Any], Any]:
 
 
 def fig_append_batch(ctx: Ctx) -> list[Figure]:
-    from wassette_state.store import db, log, readmodel
-    from wassette_state.store import events as ev
-    from wassette_state.store.state import State
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.domain.state import State
+    from wassette_state.store.persistence import db, log, readmodel
 
     events, target = import_events(ctx)
     prepared = baselines.prepare(events, State())
@@ -662,7 +662,7 @@ def fig_state_at(ctx: Ctx) -> list[Figure]:
 def fig_history(ctx: Ctx) -> list[Figure]:
     import wassette_state.cli.main  # noqa: F401  (cli.state is loaded through the click app)
     from wassette_state.cli.state import event_json
-    from wassette_state.store.log import Query
+    from wassette_state.store.persistence.log import Query
 
     root, _ = ctx.store_dir("fleet")
     store = open_store(root)
@@ -810,7 +810,7 @@ def fig_export(ctx: Ctx) -> list[Figure]:
 
 
 def fig_import(ctx: Ctx) -> list[Figure]:
-    from wassette_state.store.service import Store
+    from wassette_state.store.usecases.service import Store
 
     root, stats = ctx.store_dir("fleet")
     snap_dir = ctx.tmp("snapshot")

@@ -45,7 +45,7 @@ def attach(app: App, source: str, component_id: str | None, policy_file: str | N
     Example:
       wassette-state component attach ./weather.wasm --policy weather.policy.yaml
     """
-    from wassette_state.store.commands import attach as do_attach
+    from wassette_state.store.usecases.commands import attach as do_attach
 
     outcome = do_attach(app.store, source, component_id, policy_file)
     s = outcome.summary
@@ -68,7 +68,7 @@ def detach(app: App, component_id: str, keep_secret_values: bool) -> None:
     Unlike Wassette's `component unload`, the secrets file goes too, so a component attached
     later under the same id inherits no values; --keep-secret-values leaves it.
     """
-    from wassette_state.store.commands import detach as do_detach
+    from wassette_state.store.usecases.commands import detach as do_detach
 
     outcome = do_detach(app.store, component_id, keep_secret_values)
     report(app, outcome, f"detached {component_id}")

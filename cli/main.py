@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from wassette_state.store.config import LiveTarget, Settings
-    from wassette_state.store.service import Store
+    from wassette_state.store.files.config import LiveTarget, Settings
+    from wassette_state.store.usecases.service import Store
 
 VERSION = "0.1.0"
 # `table` is Wassette's name for the text table (`wassette component list -o table`).
@@ -55,7 +55,7 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from wassette_state.store.config import resolve
+            from wassette_state.store.files.config import resolve
 
             self._settings = resolve(
                 self.opts.get("db"),
@@ -99,14 +99,14 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from wassette_state.store.service import Store
+            from wassette_state.store.usecases.service import Store
 
             ctx = click.get_current_context(silent=True)
             writing = ctx is None or writes(ctx)
             if writing and self.live is None:
                 # before anything is recorded: a bad URL or bind_address is refused, not
                 # found out after the commit
-                from wassette_state.store.config import live_target
+                from wassette_state.store.files.config import live_target
 
                 self.live = live_target(
                     self.opts.get("wassette_url"),
@@ -284,7 +284,7 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every refusal is one `Error:` line and an exit code from the design."""
     from wassette_state.cli.output import OutputFailed, escape
-    from wassette_state.store.errors import StoreError
+    from wassette_state.store.domain.errors import StoreError
 
     def fail(message: str, code: int) -> NoReturn:
         click.echo(f"Error: {escape(message)}", err=True)
@@ -338,9 +338,9 @@ def _tell_wassette() -> None:
     if app is None or store is None or not store.appended or app.live is None:
         return
     from wassette_state.cli.output import escape
-    from wassette_state.store import live
+    from wassette_state.store.live import notify
 
-    for line in live.tell(store, store.appended, app.live):
+    for line in notify.tell(store, store.appended, app.live):
         click.echo(escape(line), err=True)
 
 

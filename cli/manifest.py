@@ -31,11 +31,11 @@ def export(
 ) -> None:
     from wassette_state.cli.output import escape, iso_us, warn
     from wassette_state.cli.state import _point, warn_drift
-    from wassette_state.store import log, readmodel
-    from wassette_state.store.errors import ValidationError
-    from wassette_state.store.exporter import write_output
-    from wassette_state.store.manifest_export import export_manifest
-    from wassette_state.store.snapshot import format_for
+    from wassette_state.store.domain.errors import ValidationError
+    from wassette_state.store.domain.snapshot import format_for
+    from wassette_state.store.persistence import log, readmodel
+    from wassette_state.store.usecases.exporter import write_output
+    from wassette_state.store.usecases.manifest_export import export_manifest
 
     if component_dir is not None or secrets_dir is not None:
         raise ValidationError(

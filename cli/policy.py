@@ -22,7 +22,7 @@ def policy() -> None:
 @pass_app
 def policy_attach(app: App, component_id: str, source: str) -> None:
     """Validate a policy file and attach it to a component."""
-    from wassette_state.store.commands import policy_attach as do
+    from wassette_state.store.usecases.commands import policy_attach as do
 
     report(app, do(app.store, component_id, source), f"attached policy to {component_id}")
 
@@ -34,7 +34,7 @@ def policy_attach(app: App, component_id: str, source: str) -> None:
 @pass_app
 def policy_detach(app: App, component_id: str) -> None:
     """Remove a component's policy."""
-    from wassette_state.store.commands import policy_detach as do
+    from wassette_state.store.usecases.commands import policy_detach as do
 
     report(app, do(app.store, component_id), f"detached policy from {component_id}")
 
@@ -46,7 +46,7 @@ def policy_detach(app: App, component_id: str) -> None:
 @pass_app
 def policy_get(app: App, component_id: str) -> None:
     """Print a component's policy document."""
-    from wassette_state.store.errors import NotFound
+    from wassette_state.store.domain.errors import NotFound
 
     comp = app.store.component(component_id)
     if comp.policy is None:
@@ -95,7 +95,7 @@ def _kind_commands(group: click.Group, op: str) -> None:
     @component_dir_option
     @pass_app
     def storage(app: App, component_id: str, uri: str, access: tuple[str, ...]) -> None:
-        from wassette_state.store.commands import permission as do
+        from wassette_state.store.usecases.commands import permission as do
 
         o = do(app.store, op, component_id, "storage", uri, _access(access))
         report(
@@ -118,7 +118,7 @@ def _kind_commands(group: click.Group, op: str) -> None:
             @component_dir_option
             @pass_app
             def cmd(app: App, component_id: str, value: str) -> None:
-                from wassette_state.store.commands import permission as do
+                from wassette_state.store.usecases.commands import permission as do
 
                 o = do(app.store, op, component_id, kind, value)
                 report(
@@ -152,7 +152,7 @@ _kind_commands(revoke, "revoke")
 @pass_app
 def reset(app: App, component_id: str) -> None:
     """Remove a component's policy with every permission in it (as Wassette does)."""
-    from wassette_state.store.commands import permission as do
+    from wassette_state.store.usecases.commands import permission as do
 
     report(app, do(app.store, "reset", component_id), f"reset permissions of {component_id}")
 

@@ -21,8 +21,8 @@ def start_line(env: dict[str, str], argv: list[str]) -> str:
 
 def plan(app: App, transport: str) -> dict[str, Any]:
     """Bring the store's files up to date, then describe the Wassette that runs on them."""
-    from wassette_state.store import envfile
-    from wassette_state.store.config import load_config
+    from wassette_state.store.files import envfile
+    from wassette_state.store.files.config import load_config
 
     config = load_config()  # `wassette serve|run` always reads it: a broken one stops it
     store = app.store
@@ -126,8 +126,8 @@ def serve(
       wassette-state serve -- --bind-address 127.0.0.1:9002 --disable-builtin-tools
     """
     from wassette_state.cli.main import exit_with
-    from wassette_state.store import supervise
-    from wassette_state.store.config import bind_url, load_config
+    from wassette_state.store.files.config import bind_url, load_config
+    from wassette_state.store.live import supervise
 
     args = list(wassette_args)
     data = plan(app, "serve")

@@ -80,8 +80,8 @@ def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_s
     Example:
       printf 'API_KEY=%s\\n' "$KEY" | wassette-state secret set weather --stdin
     """
-    from wassette_state.store.commands import parse_assignment_lines, parse_assignments
-    from wassette_state.store.commands import secret_set as do
+    from wassette_state.store.usecases.commands import parse_assignment_lines, parse_assignments
+    from wassette_state.store.usecases.commands import secret_set as do
 
     if from_stdin:
         if assignments:
@@ -107,8 +107,8 @@ def secret_list(app: App, component_id: str, show_values: bool, yes: bool) -> No
     without a terminal there is nobody to ask and the values are printed.
     """
     from wassette_state.cli.output import is_tty
-    from wassette_state.store.commands import secret_list as do
-    from wassette_state.store.errors import ValidationError
+    from wassette_state.store.domain.errors import ValidationError
+    from wassette_state.store.usecases.commands import secret_list as do
 
     entries = do(app.store, component_id, show_values)
     # stderr: stdout stays machine-readable with -o json
@@ -155,7 +155,7 @@ def secret_list(app: App, component_id: str, show_values: bool, yes: bool) -> No
 @pass_app
 def secret_delete(app: App, component_id: str, keys: tuple[str, ...]) -> None:
     """Delete secret keys and their values."""
-    from wassette_state.store.commands import secret_delete as do
+    from wassette_state.store.usecases.commands import secret_delete as do
 
     report(app, do(app.store, component_id, list(keys)), f"deleted {', '.join(keys)}")
 
@@ -171,8 +171,8 @@ def env() -> None:
 @pass_app
 def env_set(app: App, assignments: tuple[str, ...]) -> None:
     """Set environment variables."""
-    from wassette_state.store.commands import env_set as do
-    from wassette_state.store.commands import parse_assignments
+    from wassette_state.store.usecases.commands import env_set as do
+    from wassette_state.store.usecases.commands import parse_assignments
 
     values = parse_assignments(assignments, "variables")
     report(app, do(app.store, values), f"set {', '.join(sorted(values))}")
@@ -184,7 +184,7 @@ def env_set(app: App, assignments: tuple[str, ...]) -> None:
 @pass_app
 def env_unset(app: App, keys: tuple[str, ...]) -> None:
     """Unset environment variables."""
-    from wassette_state.store.commands import env_unset as do
+    from wassette_state.store.usecases.commands import env_unset as do
 
     report(app, do(app.store, list(keys)), f"unset {', '.join(keys)}")
 

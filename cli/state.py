@@ -94,9 +94,9 @@ def history(
       wassette-state state history --component weather --since 2h
       wassette-state state history --type policy. -o json
     """
-    from wassette_state.store.log import Query
-    from wassette_state.store.service import resolve_point
-    from wassette_state.store.state import check_id
+    from wassette_state.store.domain.state import check_id
+    from wassette_state.store.persistence.log import Query
+    from wassette_state.store.usecases.service import resolve_point
 
     if component is not None:
         check_id(component, "--component")
@@ -148,7 +148,7 @@ def _pages(conn: Any, query: Any) -> Any:
     """The events `query` selects, read a page at a time (same order, same limit)."""
     import dataclasses
 
-    from wassette_state.store import log
+    from wassette_state.store.persistence import log
 
     left = query.limit
     bound = None
@@ -177,8 +177,8 @@ def _pages(conn: Any, query: Any) -> Any:
 @pass_app
 def verify(app: App) -> None:
     """Check the hash chain, the read models and the database; exit 4 on any failure."""
-    from wassette_state.store.errors import IntegrityError
-    from wassette_state.store.verify import verify as run_verify
+    from wassette_state.store.domain.errors import IntegrityError
+    from wassette_state.store.usecases.verify import verify as run_verify
 
     marker = app.store.read_marker()  # before the log (see verify): writers may be running
     with app.store.reading() as conn:
@@ -225,10 +225,10 @@ def rebuild(app: App) -> None:
 
 def _point(app: App, conn: object, when: str | None) -> tuple[int, str | None]:
     """Resolve WHEN (or now) to a seq; also return the tag name when WHEN was a tag."""
-    from wassette_state.store.service import resolve_point
+    from wassette_state.store.usecases.service import resolve_point
 
     if when is None:
-        from wassette_state.store import log
+        from wassette_state.store.persistence import log
 
         return log.head(conn)[0], None  # type: ignore[arg-type]
     seq = resolve_point(conn, when)  # type: ignore[arg-type]
@@ -244,8 +244,8 @@ def snapshot_doc(
     lazy: bool = False,
 ) -> dict[str, Any]:
     """The export document for the state at WHEN (default now)."""
-    from wassette_state.store import log, readmodel
-    from wassette_state.store.exporter import AsOf, exported_at, state_doc
+    from wassette_state.store.persistence import log, readmodel
+    from wassette_state.store.usecases.exporter import AsOf, exported_at, state_doc
 
     store = app.store
     with store.reading() as conn:
@@ -317,7 +317,7 @@ def export_cmd(
       wassette-state state export deploy.yaml --format manifest --at tag:release
       wassette-state state export - --yaml | less
     """
-    from wassette_state.store.snapshot import format_for
+    from wassette_state.store.domain.snapshot import format_for
 
     fmt = format_for(target) if as_yaml is None else "yaml" if as_yaml else "json"
     if format_ == "manifest":
@@ -327,7 +327,11 @@ def export_cmd(
         return
     if wasm_dir is not None:
         raise click.UsageError("--wasm-dir goes with --format manifest")
-    from wassette_state.store.exporter import render_state_json, render_state_yaml, write_output
+    from wassette_state.store.usecases.exporter import (
+        render_state_json,
+        render_state_yaml,
+        write_output,
+    )
 
     doc = snapshot_doc(app, at, component_dir, secrets_dir, lazy=True)
     warn_drift(app, files=doc["as_of"]["seq"] == app.store.head_seq())
@@ -377,8 +381,8 @@ def import_cmd(
       wassette-state state import backup.json --prune --dry-run
       wassette-state state import deploy.yaml   # a 'wassette serve --manifest' manifest too
     """
-    from wassette_state.store.commands import secrets_needed
-    from wassette_state.store.importer import run_import
+    from wassette_state.store.usecases.commands import secrets_needed
+    from wassette_state.store.usecases.importer import run_import
 
     confirm = _confirm(yes, dry_run, "import") if prune else None
     outcome = run_import(
@@ -488,7 +492,7 @@ def _confirm(yes: bool, dry_run: bool, what: str, noun: str | None = None) -> An
 def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Secret values to supply: the command reads them on stdin (`stdin` is what to type,
     with each `…` replaced by the value), never from its command line."""
-    from wassette_state.store.commands import secret_set_command, secret_set_input
+    from wassette_state.store.usecases.commands import secret_set_command, secret_set_input
 
     return [
         {
@@ -502,13 +506,13 @@ def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]
 
 
 def _needed_lines(app: App, needed: dict[str, list[str]]) -> list[str]:
-    from wassette_state.store.commands import secret_set_hint
+    from wassette_state.store.usecases.commands import secret_set_hint
 
     return [f"  {secret_set_hint(cid, keys, app.command_prefix)}" for cid, keys in needed.items()]
 
 
 def _rollback_report(app: App, outcome: Any, label: str) -> None:
-    from wassette_state.store.commands import secrets_needed
+    from wassette_state.store.usecases.commands import secrets_needed
 
     s = outcome.summary
     ids = sorted({e.component_id for e in outcome.events if e.component_id})
@@ -568,7 +572,7 @@ def rollback(
       wassette-state state rollback --to tag:before-upgrade --reason "bad policy"
       wassette-state state rollback --to 15m --dry-run
     """
-    from wassette_state.store.history import rollback as do
+    from wassette_state.store.usecases.history import rollback as do
 
     confirm = _confirm(yes, dry_run, "rollback")
     outcome = do(
@@ -597,7 +601,7 @@ def rollback(
 @pass_app
 def undo(app: App, dry_run: bool, yes: bool, reason: str | None, keep_secret_values: bool) -> None:
     """Roll back the most recent transaction."""
-    from wassette_state.store.history import undo as do
+    from wassette_state.store.usecases.history import undo as do
 
     confirm = _confirm(yes, dry_run, "undo", "rollback")
     outcome = do(
@@ -622,8 +626,8 @@ def diff(app: App, since: str, until: str | None) -> None:
     Example:
       wassette-state state diff tag:release-1 -o json
     """
-    from wassette_state.store import readmodel
-    from wassette_state.store.diff import diff as do
+    from wassette_state.store.domain.diff import diff as do
+    from wassette_state.store.persistence import readmodel
 
     with app.store.reading() as conn:
         a, _ = _point(app, conn, since)
@@ -669,8 +673,8 @@ def _short(value: Any) -> str:
 @pass_app
 def blame(app: App, component_id: str) -> None:
     """For each aspect of a component (wasm, policy, each secret key): who last set it."""
-    from wassette_state.store.history import blame as do
-    from wassette_state.store.state import check_id
+    from wassette_state.store.domain.state import check_id
+    from wassette_state.store.usecases.history import blame as do
 
     check_id(component_id)
     entries = do(app.store, component_id)
@@ -704,7 +708,7 @@ def blame(app: App, component_id: str) -> None:
 @pass_app
 def tag(app: App, name: str, at: str | None) -> None:
     """Name a point in history, usable as tag:NAME wherever WHEN is."""
-    from wassette_state.store.history import add_tag
+    from wassette_state.store.usecases.history import add_tag
 
     t = add_tag(app.store, name, at)
     emit({"status": "ok", **t}, app.output, f"tagged seq {t['seq']} as {name}")
@@ -715,7 +719,7 @@ def tag(app: App, name: str, at: str | None) -> None:
 @pass_app
 def tags(app: App) -> None:
     """List tags."""
-    from wassette_state.store.history import list_tags
+    from wassette_state.store.usecases.history import list_tags
 
     items = [{**t, "created_at": iso_us(t["created_at"])} for t in list_tags(app.store)]
     rows = [
@@ -743,7 +747,7 @@ def sync(app: App, keep_secret_values: bool) -> None:
     file goes too, so a component loaded later under that id inherits no values;
     --keep-secret-values leaves the file, as Wassette's unload does.
     """
-    from wassette_state.store.drift import sync as do
+    from wassette_state.store.usecases.drift import sync as do
 
     outcome, drifts = do(app.store, keep_secret_values)
     lines = [
@@ -768,7 +772,7 @@ def warn_drift(app: App, files: bool = True) -> None:
     component and secrets dirs: an export of a past point does not contain what the files
     hold now, so their drift does not concern it (and the scan reads every file).
     """
-    from wassette_state.store.drift import find
+    from wassette_state.store.usecases.drift import find
 
     marker = app.store.read_marker()
     head = app.store.head_seq()

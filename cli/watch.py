@@ -47,7 +47,7 @@ def watch(app: App, debounce_ms: int, keep_secret_values: bool) -> None:
     """
     if app.output == "yaml":
         raise click.UsageError("watch prints text or JSON lines (-o json), not YAML")
-    from wassette_state.store.watch import Watch
+    from wassette_state.store.live.watch import Watch
 
     stop = threading.Event()
     restore = _stop_on_signals(stop)

@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from wassette_state.store.schema import metadata
+from wassette_state.store.persistence.schema import metadata
 
 config = context.config
 

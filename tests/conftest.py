@@ -90,7 +90,7 @@ class Env:
     def settings(self, actor: str = "tester@test") -> object:
         import dataclasses
 
-        from wassette_state.store.config import resolve
+        from wassette_state.store.files.config import resolve
 
         settings = resolve(self.db_arg, str(self.component_dir), str(self.secrets_dir), actor)
         if self.url:  # the data dir the CLI gets (its XDG_DATA_HOME), not this process's
@@ -98,7 +98,7 @@ class Env:
         return settings
 
     def store(self, actor: str = "tester@test") -> object:
-        from wassette_state.store.service import Store
+        from wassette_state.store.usecases.service import Store
 
         return Store(self.settings(actor))  # type: ignore[arg-type]
 
@@ -269,7 +269,7 @@ def opened(env: Env, actor: str = "tester@test") -> Iterator[Any]:
 
 
 def all_events(env: Env) -> list[Any]:
-    from wassette_state.store import log
+    from wassette_state.store.persistence import log
 
     with opened(env) as s:
         return list(s.history(log.Query()))
@@ -343,7 +343,7 @@ def raw_db(where: Path | Env) -> Iterator[Any]:
 
 def run_verify(store: Any) -> Any:
     """`state verify`'s report for an open store."""
-    from wassette_state.store.verify import verify
+    from wassette_state.store.usecases.verify import verify
 
     with store.reading() as conn:
         return verify(conn)

@@ -26,7 +26,7 @@ _PREFIX = "wst_test_"
 
 
 def _schema_digest() -> str:
-    from wassette_state.store import migrate, schema
+    from wassette_state.store.persistence import migrate, schema
 
     h = hashlib.sha256()
     for path in sorted((migrate.migrations_dir() / "versions").glob("*.py")):
@@ -88,7 +88,7 @@ class Server:
             building = f"{name}_{os.getpid()}"
             self.conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
             self.conn.execute(f'CREATE DATABASE "{building}"')
-            from wassette_state.store import migrate
+            from wassette_state.store.persistence import migrate
 
             engine = migrate.open_engine(self.url(building), writing=True)
             engine.dispose()

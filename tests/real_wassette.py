@@ -227,7 +227,7 @@ def _plain(text: str) -> str:
 
 
 class HttpMcp:
-    """The test's own MCP client for Streamable HTTP (urllib, independent of store/mcp.py):
+    """The test's own MCP client for Streamable HTTP (urllib, independent of store/live/mcp.py):
     JSON or SSE answers, the `Mcp-Session-Id` header."""
 
     def __init__(self, url: str, name: str = "wassette-state-tests") -> None:

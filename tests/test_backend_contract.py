@@ -1,4 +1,4 @@
-"""The backend contract (store/backend.py), one suite run against SQLite and PostgreSQL.
+"""The backend contract (store/persistence/backend.py), one suite run against SQLite and PostgreSQL.
 
 What every backend must guarantee: a store is created at the head revision only by a command
 that writes; a foreign or newer database is refused untouched; appends are serialized per store
@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import BOTH, REPO, Env, assert_refused, ok, opened, raw_db, run_verify
-from wassette_state.store import backend, db, log, migrate
+from wassette_state.store.persistence import backend, db, log, migrate
 
 pytestmark = BOTH
 
@@ -55,7 +55,7 @@ def test_backend_is_chosen_by_the_url(env: Env) -> None:
 
 
 def migrate_url(env: Env) -> str:
-    from wassette_state.store.config import to_url
+    from wassette_state.store.files.config import to_url
 
     return to_url(env.db_arg)
 
@@ -110,9 +110,9 @@ def test_a_newer_schema_is_refused_untouched(env: Env) -> None:
 
 APPENDER = r"""
 import sys
-from wassette_state.store import commands
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Store
+from wassette_state.store.usecases import commands
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Store
 
 db, cdir, sdir, idx, count = sys.argv[1:6]
 store = Store(resolve(db, cdir, sdir, f"appender-{idx}"))
@@ -208,8 +208,8 @@ def test_a_read_sees_one_snapshot(env: Env) -> None:
 
 def test_the_lost_stream_race_is_exit_3_never_exit_1(env: Env) -> None:
     """A decision based on a stream another writer moved meanwhile is refused as a conflict."""
-    from wassette_state.store import events as ev
-    from wassette_state.store.errors import ConflictError
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.domain.errors import ConflictError
 
     ok(env.run("env", "set", "A=1"))
     with opened(env) as store:

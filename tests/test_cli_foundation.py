@@ -14,8 +14,8 @@ import yaml
 
 from tests import wasm_fixtures
 from tests.conftest import Env, Result, assert_refused, tree_bytes
-from wassette_state.store import log
-from wassette_state.store.service import Store
+from wassette_state.store.persistence import log
+from wassette_state.store.usecases.service import Store
 
 ISO_US = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 KEYS = ["seq", "tx", "recorded_at", "actor", "kind", "command", "type", "component_id", "data"]

@@ -14,7 +14,7 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
-from wassette_state.store import commands
+from wassette_state.store.usecases import commands
 
 SECRET_API = "api-value-must-not-appear"
 SECRET_TOKEN = "token-value-must-not-appear"
@@ -66,7 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Env:
     ok(env.run("secret", "set", "weather", f"TOKEN={SECRET_TOKEN}", actor="dave@x"))
     with opened(env, "alice@x") as s:
         commands.env_set(s, {"LOG": "debug"})
-        from wassette_state.store.history import add_tag
+        from wassette_state.store.usecases.history import add_tag
 
         add_tag(s, "t4", "tx:4")
     return env

@@ -13,10 +13,11 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import BOTH, REPO, Env
-from wassette_state.store import commands, log, readmodel
-from wassette_state.store import events as ev
-from wassette_state.store.service import Decision, Store
-from wassette_state.store.verify import verify
+from wassette_state.store.domain import events as ev
+from wassette_state.store.persistence import log, readmodel
+from wassette_state.store.usecases import commands
+from wassette_state.store.usecases.service import Decision, Store
+from wassette_state.store.usecases.verify import verify
 
 pytestmark = BOTH
 
@@ -25,11 +26,11 @@ PRELUDE = """
 import json, os, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from wassette_state.store import db, log, readmodel
-from wassette_state.store import events as ev
-from wassette_state.store.config import resolve
-from wassette_state.store.errors import ConflictError
-from wassette_state.store.service import Decision, Store
+from wassette_state.store.persistence import db, log, readmodel
+from wassette_state.store.domain import events as ev
+from wassette_state.store.files.config import resolve
+from wassette_state.store.domain.errors import ConflictError
+from wassette_state.store.usecases.service import Decision, Store
 
 root, me, parties = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 barrier = root / "barrier"

@@ -23,7 +23,7 @@ from conftest import Env, Result, assert_refused, ok, tree_bytes, wassette_exe
 from real_wassette import TOOL, RealWassette
 from wasm_fixtures import write_component
 
-from wassette_state.store.config import resolve
+from wassette_state.store.files.config import resolve
 
 LOCATION = ("WASSETTE_COMPONENT_DIR", "WASSETTE_SECRETS_DIR")
 
@@ -492,7 +492,7 @@ def test_resolve_records_where_each_dir_came_from(
 def test_resolving_without_a_config_file_stays_light(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from wassette_state.store.config import resolve\n"
+        "from wassette_state.store.files.config import resolve\n"
         "resolve()\n"
         "heavy = {'platformdirs', 'tomllib', 'alembic'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -506,7 +506,7 @@ def test_resolving_without_a_config_file_stays_light(tmp_path: Path) -> None:
 
 
 def test_wassette_config_values_are_exposed(clean: Path) -> None:
-    from wassette_state.store.config import load_config
+    from wassette_state.store.files.config import load_config
 
     write_config(clean / "config" / "wassette" / "config.toml", None, None).write_text(
         '[environment_vars]\nA = "1"\n'

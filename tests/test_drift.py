@@ -14,9 +14,9 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result, all_events, ok, opened
-from wassette_state.store import commands, drift
-from wassette_state.store import secrets as secret_files
-from wassette_state.store.history import blame, rollback
+from wassette_state.store.files import secrets as secret_files
+from wassette_state.store.usecases import commands, drift
+from wassette_state.store.usecases.history import blame, rollback
 
 STAMP_MTIME = 1_700_000_000
 SECRET_API = "api-value-0451"

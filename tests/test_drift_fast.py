@@ -1,4 +1,5 @@
-"""The drift scan's fast paths (store/drift.py) report exactly what the full comparison does.
+"""The drift scan's fast paths (store/usecases/drift.py) report exactly what the full comparison
+does.
 
 A policy file byte-identical to the state's text, and a secrets file in the shape the tool
 writes, are settled without a YAML parser; every other file takes the parse-and-compare path.
@@ -20,12 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import wasm_fixtures as fx
-from wassette_state.store import drift, files, wasm
-from wassette_state.store import events as ev
-from wassette_state.store import secrets as secret_files
-from wassette_state.store.policy import parse_policy
-from wassette_state.store.state import Component, Metadata, Policy, State
-from wassette_state.store.wasm import Introspection
+from wassette_state.store.domain import events as ev
+from wassette_state.store.domain.policy import parse_policy
+from wassette_state.store.domain.state import Component, Metadata, Policy, State
+from wassette_state.store.files import materialize, wasm
+from wassette_state.store.files import secrets as secret_files
+from wassette_state.store.files.wasm import Introspection
+from wassette_state.store.usecases import drift
 
 MTIME = 1_700_000_000
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
@@ -49,7 +51,7 @@ class Site:
         self.root = root
         self.cdir = root / "components"
         self.sdir = root / "secrets"
-        self.blobs = files.BlobStore(root / "blobs")
+        self.blobs = materialize.BlobStore(root / "blobs")
         self.components: dict[str, Component] = {}
 
     def add(
@@ -67,7 +69,7 @@ class Site:
             None if policy is None else Policy(policy, "file:///inputs/p.yaml", MTIME),
             tuple(sorted(secrets or {})),
         )
-        files.materialize(self.state, self.cdir, self.blobs, [cid])
+        materialize.materialize(self.state, self.cdir, self.blobs, [cid])
         if secrets:
             secret_files.write_values(self.sdir, cid, secrets)
 

@@ -7,9 +7,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from wassette_state.store import events as ev
-from wassette_state.store.fold import evolve, project
-from wassette_state.store.state import Component, Paths, Policy, State
+from wassette_state.store.domain import events as ev
+from wassette_state.store.domain.fold import evolve, project
+from wassette_state.store.domain.state import Component, Paths, Policy, State
 
 META = {"component_id": "weather", "tool_names": ["get-weather"], "tool_schemas": []}
 META2 = {"component_id": "weather", "tool_names": ["get-weather", "get-alerts"], "tool_schemas": []}

@@ -8,9 +8,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wassette_state.store.exporter import AsOf, render_state_json, render_state_yaml, state_doc
-from wassette_state.store.snapshot import parse_snapshot, render_snapshot
-from wassette_state.store.state import Component, Metadata, Paths, Policy, State
+from wassette_state.store.domain.snapshot import parse_snapshot, render_snapshot
+from wassette_state.store.domain.state import Component, Metadata, Paths, Policy, State
+from wassette_state.store.usecases.exporter import (
+    AsOf,
+    render_state_json,
+    render_state_yaml,
+    state_doc,
+)
 
 LINEAGE = "0b6f1a52-93c4-4a0c-8a8e-3a43d0a8b6a1"
 HASH = "a" * 64

@@ -17,13 +17,15 @@ from sqlalchemy import exc as sa_exc
 
 from tests import wasm_fixtures
 from tests.conftest import REPO, Env, raw_db, run_verify
-from wassette_state.store import commands, db, fsutil, history, log, readmodel
-from wassette_state.store import events as ev
-from wassette_state.store.errors import ConflictError, StoreError
-from wassette_state.store.gcutil import gc_paused
-from wassette_state.store.schema import entities, events, setting_versions
-from wassette_state.store.service import Decision, Store
-from wassette_state.store.state import Metadata, Policy, compact
+from wassette_state.store.domain import events as ev
+from wassette_state.store.domain.errors import ConflictError, StoreError
+from wassette_state.store.domain.state import Metadata, Policy, compact
+from wassette_state.store.files import fsutil
+from wassette_state.store.persistence import db, log, readmodel
+from wassette_state.store.persistence.gcutil import gc_paused
+from wassette_state.store.persistence.schema import entities, events, setting_versions
+from wassette_state.store.usecases import commands, history
+from wassette_state.store.usecases.service import Decision, Store
 
 V0001 = REPO / "tests" / "fixtures" / "db" / "v0001.db"
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n      - host: a.b\n'
@@ -625,15 +627,15 @@ def test_reading_a_state_does_not_load_the_event_models(populated: Store, env: E
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Store
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Store
 s = Store(resolve({str(env.db)!r}, {str(env.component_dir)!r}, {str(env.secrets_dir)!r}, "t"))
 state = s.state()
 assert sorted(state.components) == ["fetch", "weather"], state.components
 assert state.components["weather"].metadata.raw
 s.state(1)
 s.close()
-mods = ("pydantic", "wassette_state.store.events", "wassette_state.store.fold")
+mods = ("pydantic", "wassette_state.store.domain.events", "wassette_state.store.domain.fold")
 heavy = sorted(m for m in mods if m in sys.modules)
 print(",".join(heavy))
 """
@@ -652,7 +654,7 @@ def test_secret_values_stay_out_of_the_database(populated: Store, env: Env) -> N
     )
     for value in (b"s3cr3t-value-1", b"s3cr3t-value-2", b"s3cr3t-value-3"):
         assert value not in blobs
-    from wassette_state.store import secrets
+    from wassette_state.store.files import secrets
 
     assert secrets.read_values(env.secrets_dir, "weather") == {"API_KEY": "s3cr3t-value-3"}
 

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import CONFORMANCE, REPO
-from wassette_state.store.commands import parse_assignment_lines, parse_assignments
-from wassette_state.store.errors import ValidationError
-from wassette_state.store.policy import parse_policy
-from wassette_state.store.snapshot import parse_snapshot
-from wassette_state.store.when import parse_when
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.policy import parse_policy
+from wassette_state.store.domain.snapshot import parse_snapshot
+from wassette_state.store.domain.when import parse_when
+from wassette_state.store.usecases.commands import parse_assignment_lines, parse_assignments
 
 FIXTURES = REPO / "tests" / "fixtures" / "snapshots"
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))
@@ -447,8 +447,8 @@ import json, resource, sys, time
 
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from wassette_state.store.errors import ValidationError
-from wassette_state.store.snapshot import parse_snapshot
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.snapshot import parse_snapshot
 
 kind = sys.argv[1]
 MiB = 1024 * 1024

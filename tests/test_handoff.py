@@ -15,7 +15,8 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, ok
-from wassette_state.store import commands, log
+from wassette_state.store.persistence import log
+from wassette_state.store.usecases import commands
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 VALUES = {"API_KEY": "h4ndoff-api-key-value", "OTHER_TOKEN": "h4ndoff-other-token"}

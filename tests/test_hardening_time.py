@@ -29,8 +29,9 @@ from tests.conftest import (
     run_verify,
     tree_bytes,
 )
-from wassette_state.store import db, log, migrate, verify
-from wassette_state.store import events as ev
+from wassette_state.store.domain import events as ev
+from wassette_state.store.persistence import db, log, migrate
+from wassette_state.store.usecases import verify
 
 TEN_YEARS_S = 10 * 365 * 86400
 SKEW = "WASSETTE_STATE_CLOCK_SKEW"
@@ -205,9 +206,9 @@ WRITER = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from wassette_state.store import commands
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Store
+from wassette_state.store.usecases import commands
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Store
 store = Store(resolve({db!r}, {components!r}, {secrets!r}, "writer@test"))
 stop = Path({stop!r})
 i = 0

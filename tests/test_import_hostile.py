@@ -22,7 +22,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, raw_db, tree_bytes
-from wassette_state.store import commands
+from wassette_state.store.usecases import commands
 
 SECRET = "h0stile-s3cr3t-v4lue"
 BASE: dict[str, Any] = json.loads((CONFORMANCE / "state" / "wassette-written.json").read_text())

@@ -398,7 +398,7 @@ def test_client_speaks_json_answers_without_sessions(env: Env, wassette: RealWas
 def test_client_starts_a_new_session_when_wassette_restarted(
     env: Env, wassette: RealWassette
 ) -> None:
-    from wassette_state.store import mcp
+    from wassette_state.store.live import mcp
 
     quiet(env.run("component", "attach", str(write(env, "calc", V1))))
     with wassette.serve() as first:
@@ -420,7 +420,7 @@ def test_client_unreachable_and_not_mcp(env: Env) -> None:
     import http.server
     import threading
 
-    from wassette_state.store import mcp
+    from wassette_state.store.live import mcp
 
     with pytest.raises(mcp.Unreachable):
         mcp.Client(f"http://127.0.0.1:{free_port()}/mcp", connect_timeout=1).initialize()
@@ -451,7 +451,7 @@ def test_client_unreachable_and_not_mcp(env: Env) -> None:
 
 
 def test_sse_messages() -> None:
-    from wassette_state.store.mcp import _sse_messages
+    from wassette_state.store.live.mcp import _sse_messages
 
     body = (
         b": comment\r\n\r\nid: 1\r\nevent: message\r\n"
@@ -465,7 +465,7 @@ def test_sse_messages() -> None:
 
 
 def _events(*items: tuple[str, str | None, dict[str, Any]]) -> list[Any]:
-    from wassette_state.store.log import StoredEvent
+    from wassette_state.store.persistence.log import StoredEvent
 
     out = []
     for n, (type_, cid, data) in enumerate(items, 1):
@@ -476,7 +476,7 @@ def _events(*items: tuple[str, str | None, dict[str, Any]]) -> list[Any]:
 
 
 def test_plan_per_change_kind() -> None:
-    from wassette_state.store import live as lv
+    from wassette_state.store.live import notify as lv
 
     change = lv.touched(
         _events(
@@ -518,15 +518,15 @@ def test_plan_per_change_kind() -> None:
     ],
 )
 def test_bind_url(bind: str, url: str) -> None:
-    from wassette_state.store.config import bind_url
+    from wassette_state.store.files.config import bind_url
 
     assert bind_url(bind) == url
 
 
 @pytest.mark.parametrize("bind", ["9001", "host:", ":9001", "h:0", "h:65536", "h:x"])
 def test_bind_url_refused(bind: str) -> None:
-    from wassette_state.store.config import bind_url
-    from wassette_state.store.errors import ValidationError
+    from wassette_state.store.domain.errors import ValidationError
+    from wassette_state.store.files.config import bind_url
 
     with pytest.raises(ValidationError, match="HOST:PORT"):
         bind_url(bind)

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from wassette_state.store import db, log, migrate, readmodel
-from wassette_state.store import events as ev
-from wassette_state.store.errors import ConflictError, ValidationError
-from wassette_state.store.schema import events as events_table
-from wassette_state.store.schema import transactions
-from wassette_state.store.verify import verify
+from wassette_state.store.domain import events as ev
+from wassette_state.store.domain.errors import ConflictError, ValidationError
+from wassette_state.store.persistence import db, log, migrate, readmodel
+from wassette_state.store.persistence.schema import events as events_table
+from wassette_state.store.persistence.schema import transactions
+from wassette_state.store.usecases.verify import verify
 
 T0 = 1_764_000_000_000_000  # 2025-11-24, in microseconds
 

@@ -21,11 +21,14 @@ from hypothesis import strategies as st
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, assert_refused, cli_history, ok, opened, tree_bytes
 from tests.manifest_cases import BAD, GOOD, Fixture, render
-from wassette_state.store import commands, log, manifest, wasm
-from wassette_state.store.errors import ValidationError
-from wassette_state.store.importer import run_import
-from wassette_state.store.policy import dump_policy, parse_policy, wassette_form
-from wassette_state.store.state import Component, Metadata, Policy, State
+from wassette_state.store.domain import manifest
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.policy import dump_policy, parse_policy, wassette_form
+from wassette_state.store.domain.state import Component, Metadata, Policy, State
+from wassette_state.store.files import wasm
+from wassette_state.store.persistence import log
+from wassette_state.store.usecases import commands
+from wassette_state.store.usecases.importer import run_import
 
 # What Wassette 0.8.0 wrote as fetch.policy.yaml for one component declaring all three kinds
 # and no name (measured with `serve --manifest`).

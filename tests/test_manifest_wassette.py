@@ -30,7 +30,7 @@ from real_wassette import TOOL, RealWassette
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, ok, opened, tree_bytes
 from tests.manifest_cases import BAD, GOOD, QUOTING_DIFFERS, WASSETTE_ACCEPTS, Fixture, render
-from wassette_state.store import manifest
+from wassette_state.store.domain import manifest
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TOOL_KEYS = ("tool_schemas", "tool_names", "function_identifiers")

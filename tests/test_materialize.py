@@ -85,9 +85,9 @@ def test_lagging_marker_repairs_files_on_next_command(env: Env) -> None:
 
 def test_crash_after_commit_is_repaired(env: Env) -> None:
     """A real commit without materialization, through the library, then the CLI's next command."""
-    from wassette_state.store import commands
-    from wassette_state.store import events as ev
-    from wassette_state.store.service import Decision, Store
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.usecases import commands
+    from wassette_state.store.usecases.service import Decision, Store
 
     inputs = setup_site(env)
     ok(env.run("component", "attach", str(inputs / "weather.wasm")))

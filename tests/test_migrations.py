@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect
 
 from tests.conftest import REPO, Env, assert_refused, tree_bytes
-from wassette_state.store import db, log, migrate, schema
-from wassette_state.store.errors import SchemaTooNewError, ValidationError
-from wassette_state.store.service import Store
-from wassette_state.store.verify import verify
+from wassette_state.store.domain.errors import SchemaTooNewError, ValidationError
+from wassette_state.store.persistence import db, log, migrate, schema
+from wassette_state.store.usecases.service import Store
+from wassette_state.store.usecases.verify import verify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "db"
 
@@ -260,8 +260,8 @@ def test_opening_a_current_store_does_not_import_alembic(env: Env) -> None:
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Store
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Store
 store = Store(resolve({str(env.db)!r}, {str(env.component_dir)!r}, {str(env.secrets_dir)!r}, "t"))
 store.state()
 store.head_seq()
@@ -277,8 +277,8 @@ def test_creating_a_store_does_import_alembic(tmp_path: Path) -> None:
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Store
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Store
 Store(resolve({str(tmp_path / "new.db")!r}, actor="t"))
 print('alembic' in sys.modules)
 """
@@ -367,7 +367,7 @@ def test_postgres_upgrades_an_old_store_step_by_step(pg_blank: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from wassette_state.store import events as ev
+    from wassette_state.store.domain import events as ev
 
     eng = db.make_engine(pg_blank)
     cfg = Config()
@@ -378,8 +378,8 @@ def test_postgres_upgrades_an_old_store_step_by_step(pg_blank: str) -> None:
         command.upgrade(cfg, "0003_chain_v2")
         conn.execute(schema.store_identity.insert().values(id=1, lineage="l" * 36, created_at=1))
         conn.commit()
-    from wassette_state.store import readmodel
-    from wassette_state.store.state import State
+    from wassette_state.store.domain.state import State
+    from wassette_state.store.persistence import readmodel
 
     with db.write_tx(eng) as conn:
         appended = log.append(conn, log.TxInfo("a@test", "seed"), [ev.EnvSet(key="A", value="1")])
@@ -398,7 +398,7 @@ def test_postgres_upgrades_an_old_store_step_by_step(pg_blank: str) -> None:
 
 OPENER = """
 import sys
-from wassette_state.store import migrate
+from wassette_state.store.persistence import migrate
 migrate.open_engine(sys.argv[1], writing=True).dispose()
 """
 

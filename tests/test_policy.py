@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wassette_state.store.errors import ValidationError
-from wassette_state.store.policy import (
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.policy import (
     PERMISSION_KINDS,
     dump_policy,
     grant,
@@ -1010,7 +1010,7 @@ def test_validate_random_structures_raises_only_validation_error(permissions: An
 
 
 def test_rule_changes_name_what_was_added_and_removed() -> None:
-    from wassette_state.store.policy import rule_changes
+    from wassette_state.store.domain.policy import rule_changes
 
     source = (CONFORMANCE / "comprehensive.yaml").read_text()
     text, _ = grant(source, "c", "network", "new.example.com")

@@ -28,13 +28,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import wasm_fixtures as fx
-from wassette_state.store import commands, history, log, readmodel
-from wassette_state.store.config import resolve
-from wassette_state.store.diff import diff, reconcile
-from wassette_state.store.exporter import component_doc
-from wassette_state.store.fold import project
-from wassette_state.store.service import Store
-from wassette_state.store.state import State
+from wassette_state.store.domain.diff import diff, reconcile
+from wassette_state.store.domain.fold import project
+from wassette_state.store.domain.state import State
+from wassette_state.store.files.config import resolve
+from wassette_state.store.persistence import log, readmodel
+from wassette_state.store.usecases import commands, history
+from wassette_state.store.usecases.exporter import component_doc
+from wassette_state.store.usecases.service import Store
 
 IDS = ["a", "b"]
 ENV_KEYS = ["E1", "E2"]

@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from wassette_state.store import events as ev
-from wassette_state.store import log, readmodel
-from wassette_state.store.config import resolve
-from wassette_state.store.fold import project
-from wassette_state.store.service import Decision, Store
-from wassette_state.store.verify import verify
+from wassette_state.store.domain import events as ev
+from wassette_state.store.domain.fold import project
+from wassette_state.store.files.config import resolve
+from wassette_state.store.persistence import log, readmodel
+from wassette_state.store.usecases.service import Decision, Store
+from wassette_state.store.usecases.verify import verify
 
 COMPONENTS = ["a", "b", "paths"]  # "paths" shares its name with the paths setting's key
 KEYS = ["K1", "K2", "K3"]

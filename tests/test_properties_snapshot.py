@@ -22,10 +22,12 @@ from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE
 from wassette_state.cli.main import App
 from wassette_state.cli.state import snapshot_doc
-from wassette_state.store import commands, exporter, fold, importer, log, readmodel
-from wassette_state.store.errors import NotFound
-from wassette_state.store.service import Store
-from wassette_state.store.snapshot import format_for, parse_snapshot
+from wassette_state.store.domain import fold
+from wassette_state.store.domain.errors import NotFound
+from wassette_state.store.domain.snapshot import format_for, parse_snapshot
+from wassette_state.store.persistence import log, readmodel
+from wassette_state.store.usecases import commands, exporter, importer
+from wassette_state.store.usecases.service import Store
 
 KINDS = ("simple", "weather", "interface", "documented")
 POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))

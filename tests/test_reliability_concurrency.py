@@ -21,8 +21,8 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import BOTH, Env, ok, raw_db, wassette_exe
-from wassette_state.store import files
-from wassette_state.store import secrets as secret_files
+from wassette_state.store.files import materialize
+from wassette_state.store.files import secrets as secret_files
 
 WORKERS = 8
 COMMANDS_PER_WORKER = 50
@@ -131,7 +131,7 @@ def check_files_match_state(env: Env, doc: dict[str, Any], own_ids: list[str]) -
             continue
         left = [
             p.name
-            for p in files.component_files(cdir, cid).values()
+            for p in materialize.component_files(cdir, cid).values()
             if p.exists() or p.is_symlink()
         ]
         assert not left, f"detached {cid} still has files: {left}"
@@ -263,9 +263,9 @@ def test_eight_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
 SECRET_WORKERS = 4
 SECRET_WORKER = r"""
 import sys
-from wassette_state.store import commands
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Store
+from wassette_state.store.usecases import commands
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Store
 
 db, cdir, sdir, idx, count = sys.argv[1:6]
 store = Store(resolve(db, cdir, sdir, f"secret-worker-{idx}"))

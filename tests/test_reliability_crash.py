@@ -28,9 +28,10 @@ from click.testing import CliRunner
 from tests import wasm_fixtures as fx
 from tests.conftest import BOTH, Env, ok, wassette_exe
 from wassette_state.cli.main import cli
-from wassette_state.store import commands, files
-from wassette_state.store import events as ev
-from wassette_state.store.service import Decision, Store
+from wassette_state.store.domain import events as ev
+from wassette_state.store.files import materialize
+from wassette_state.store.usecases import commands
+from wassette_state.store.usecases.service import Decision, Store
 
 SEED = 20261125
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
@@ -169,7 +170,7 @@ def variants(n: int, label: str) -> list[bytes]:
 
 def attach_events(store: Store, datas: list[bytes], prefix: str) -> list[ev.Event]:
     """component.attached + policy.attached for each binary, introspected once (same tools)."""
-    tools = commands.introspect_cached(store, datas[0], files.sha256_hex(datas[0]), "x.wasm")
+    tools = commands.introspect_cached(store, datas[0], materialize.sha256_hex(datas[0]), "x.wasm")
     out: list[ev.Event] = []
     for i, data in enumerate(datas):
         sha = store.blobs.put(data)
@@ -535,9 +536,10 @@ def test_kill_during_attach(work: Path, databases: Databases | None, backend: st
 
 CRASH_AFTER_COMMIT = r"""
 import os, sys
-from wassette_state.store import commands, events as ev
-from wassette_state.store.config import resolve
-from wassette_state.store.service import Decision, Store
+from wassette_state.store.usecases import commands
+from wassette_state.store.domain import events as ev
+from wassette_state.store.files.config import resolve
+from wassette_state.store.usecases.service import Decision, Store
 
 db, cdir, sdir, wasm = sys.argv[1:5]
 store = Store(resolve(db, cdir, sdir, "crash@test"))

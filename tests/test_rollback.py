@@ -27,8 +27,8 @@ from tests.conftest import (
     tree_bytes,
     wassette_exe,
 )
-from wassette_state.store import commands
-from wassette_state.store import secrets as secret_files
+from wassette_state.store.files import secrets as secret_files
+from wassette_state.store.usecases import commands
 
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
 

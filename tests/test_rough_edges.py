@@ -395,9 +395,9 @@ def many_large_events(env: Env, count: int, size: int) -> None:
 
     code = textwrap.dedent(
         f"""
-        from wassette_state.store.commands import env_set
-        from wassette_state.store.config import resolve
-        from wassette_state.store.service import Store
+        from wassette_state.store.usecases.commands import env_set
+        from wassette_state.store.files.config import resolve
+        from wassette_state.store.usecases.service import Store
 
         store = Store(resolve({str(env.db)!r}, {str(env.component_dir)!r},
                               {str(env.secrets_dir)!r}, "tester@test"))
@@ -493,8 +493,8 @@ def test_history_pages_read_what_one_query_read(
     import wassette_state.cli.main  # noqa: F401  (the CLI modules load in this order)
     from tests.conftest import opened
     from wassette_state.cli.state import HISTORY_PAGE, _pages, event_json
-    from wassette_state.store import log
-    from wassette_state.store.log import Query
+    from wassette_state.store.persistence import log
+    from wassette_state.store.persistence.log import Query
 
     ok(env.run("env", "set", *(f"K{i}={i}" for i in range(150))))
     ok(env.run("env", "unset", *(f"K{i}" for i in range(0, 150, 2))))
@@ -576,8 +576,8 @@ DOTDOT = ["fs:///data/../etc", "fs://../secret", "fs:///data/..", "fs:///a/%2e%2
 
 @pytest.mark.parametrize("uri", DOTDOT)
 def test_storage_uris_with_dot_dot_are_refused(uri: str) -> None:
-    from wassette_state.store.errors import ValidationError
-    from wassette_state.store.policy import grant, parse_policy
+    from wassette_state.store.domain.errors import ValidationError
+    from wassette_state.store.domain.policy import grant, parse_policy
 
     text = (
         'version: "1.0"\npermissions:\n  storage:\n    allow:\n'
@@ -591,7 +591,7 @@ def test_storage_uris_with_dot_dot_are_refused(uri: str) -> None:
 
 @pytest.mark.parametrize("uri", ["fs:///data/..x/y", "fs:///data/x..", "fs:///a/./b", "fs:///**"])
 def test_dots_that_are_no_parent_segment_pass(uri: str) -> None:
-    from wassette_state.store.policy import grant
+    from wassette_state.store.domain.policy import grant
 
     grant(None, "weather", "storage", uri, ["read"])
 

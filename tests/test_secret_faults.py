@@ -31,7 +31,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import wassette_exe
-from wassette_state.store import fsutil
+from wassette_state.store.files import fsutil
 
 OLD = "old-value-fa017e55"
 KEEP = "kept-value-0b5e2c91"

@@ -21,7 +21,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result, all_events, assert_refused, ok, opened, tree_bytes
-from wassette_state.store import secrets as secret_files
+from wassette_state.store.files import secrets as secret_files
 
 OLD = "old-value-5e1f0a77"
 NEW = "new-value-c0ffee42"
@@ -77,7 +77,7 @@ def assert_no_value_in_store(env: Env, *outputs: Result) -> None:
 # the window between a command's commit and its file writes.
 KILL_AFTER_COMMIT = """
 import contextlib, os, signal, sys
-from wassette_state.store import db
+from wassette_state.store.persistence import db
 real = db.write_tx
 @contextlib.contextmanager
 def write_tx(*a, **k):
@@ -106,7 +106,7 @@ def run_killed_after_commit(env: Env, *args: str) -> int:
 @contextlib.contextmanager
 def interrupted_after_commit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Ctrl-C arriving just after the next commit returned."""
-    from wassette_state.store import db
+    from wassette_state.store.persistence import db
 
     real = db.write_tx
 
@@ -135,10 +135,12 @@ def test_disk_full_during_secret_set_keeps_the_old_file(
 
     import sqlalchemy.exc
 
-    from wassette_state.store import commands, fsutil, log
+    from wassette_state.store.files import fsutil
+    from wassette_state.store.persistence import log
+    from wassette_state.store.usecases import commands
 
     try:
-        staging: Any = importlib.import_module("wassette_state.store.staging")
+        staging: Any = importlib.import_module("wassette_state.store.files.staging")
     except ImportError:  # the code before the two-phase change
         staging = None
     attach(env)
@@ -189,7 +191,7 @@ def test_disk_full_during_secret_set_keeps_the_old_file(
 def test_ctrl_c_after_secret_set_committed_keeps_the_new_values(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wassette_state.store import commands
+    from wassette_state.store.usecases import commands
 
     attach(env)
     ok(env.run("secret", "set", "c", f"API_KEY={OLD}"))

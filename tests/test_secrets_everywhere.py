@@ -18,7 +18,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result, wassette_exe
-from wassette_state.store import secrets as secret_files
+from wassette_state.store.files import secrets as secret_files
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
 
-from wassette_state.store.errors import ValidationError
-from wassette_state.store.snapshot import (
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.snapshot import (
     MAX_NESTING_DEPTH,
     MAX_SNAPSHOT_BYTES,
     SUPPORTED_MAJOR,
@@ -32,7 +32,7 @@ from wassette_state.store.snapshot import (
     parse_snapshot,
     render_snapshot,
 )
-from wassette_state.store.state import valid_id
+from wassette_state.store.domain.state import valid_id
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "state"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "snapshots"
@@ -1038,7 +1038,7 @@ import yaml
 del yaml.CSafeLoader, yaml.CSafeDumper  # as on a machine without libyaml
 sys.path.insert(0, "tests")
 import test_snapshot as t
-from wassette_state.store import snapshot
+from wassette_state.store.domain import snapshot
 assert snapshot._StateLoader.__mro__[1] is yaml.SafeLoader
 for case in t.HOSTILE:
     data, fmt, expected = case.values

@@ -13,7 +13,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, ok, tree_bytes
-from wassette_state.store import secrets as secret_files
+from wassette_state.store.files import secrets as secret_files
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 SUFFIXES = (".wasm", ".metadata.json", ".policy.yaml", ".policy.meta.json")

@@ -19,7 +19,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import REPO, Env, assert_refused, ok, raw_db
-from wassette_state.store import migrate
+from wassette_state.store.persistence import migrate
 
 POLICY = 'version: "1.0"\npermissions:\n  network:\n    allow:\n    - host: api.example.com\n'
 DB_FIXTURES = REPO / "tests" / "fixtures" / "db"

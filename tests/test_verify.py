@@ -13,9 +13,10 @@ import pytest
 
 from tests import wasm_fixtures
 from tests.conftest import Env, assert_refused, raw_db, run_verify
-from wassette_state.store import commands, log, readmodel
-from wassette_state.store import events as ev
-from wassette_state.store.service import Decision, Store
+from wassette_state.store.domain import events as ev
+from wassette_state.store.persistence import log, readmodel
+from wassette_state.store.usecases import commands
+from wassette_state.store.usecases.service import Decision, Store
 
 
 def first_problem(store: Store) -> str:

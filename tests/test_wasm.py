@@ -19,8 +19,8 @@ import wasmtime
 from wasmtime import component as wc
 
 from tests import wasm_fixtures as fx
-from wassette_state.store import wasm
-from wassette_state.store.errors import ValidationError
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.files import wasm
 
 NUMBER = {"type": "number"}
 STRING = {"type": "string"}
@@ -734,7 +734,7 @@ def test_introspection_is_a_frozen_dataclass() -> None:
 
 def test_import_does_not_load_wasmtime() -> None:
     code = (
-        "import sys, wassette_state.store.wasm; "
+        "import sys, wassette_state.store.files.wasm; "
         "assert 'wasmtime' not in sys.modules, 'wasmtime imported'"
     )
     root = Path(__file__).resolve().parent.parent

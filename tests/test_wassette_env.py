@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from real_wassette import McpClient, RealWassette
 
-from wassette_state.store import envfile
+from wassette_state.store.files import envfile
 
 # A component with one tool, `env() -> list<tuple<string, string>>`: it lowers WASI's
 # `get-environment` into its memory and lifts the very same list as its result.

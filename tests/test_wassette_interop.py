@@ -144,7 +144,8 @@ def test_wassette_metadata_is_never_rewritten_just_to_change_bytes(
 
 
 def test_sync_adopts_wassette_metadata_instead_of_introspecting(env: Env, wassette: Any) -> None:
-    from wassette_state.store import drift, wasm
+    from wassette_state.store.files import wasm
+    from wassette_state.store.usecases import drift
 
     src = env.root / "tools.wasm"
     fx.write_component(src, "all-types")
@@ -173,7 +174,8 @@ def test_sync_adopts_wassette_metadata_instead_of_introspecting(env: Env, wasset
 def test_attach_adopts_the_metadata_wassette_wrote_for_the_same_bytes(
     env: Env, wassette: Any
 ) -> None:
-    from wassette_state.store import commands, wasm
+    from wassette_state.store.files import wasm
+    from wassette_state.store.usecases import commands
 
     src = env.root / "tools.wasm"
     fx.write_component(src, "all-types-interface")
@@ -247,7 +249,7 @@ def test_one_sync_adopts_everything_wassette_did(env: Env, wassette: Any) -> Non
 
 def test_our_grant_writes_what_wassettes_grant_writes(env_factory: Any, wassette: Any) -> None:
     """For every conformance policy: the same grant made by each tool, byte-identical files."""
-    from wassette_state.store import commands
+    from wassette_state.store.usecases import commands
 
     ours: Env = env_factory("ours")
     src = ours.root / "c.wasm"

@@ -1,4 +1,4 @@
-"""Reading Wassette 0.8.0's log for who changed what (store/wassette_log.py).
+"""Reading Wassette 0.8.0's log for who changed what (store/live/wassette_log.py).
 
 `fixtures/wassette-serve.log` is a real `wassette serve` log (colours and all; paths replaced):
 an agent `agent-smith` and a `wassette-state` session open at once, wassette-state loads a
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wassette_state.store.wassette_log import Call, Reader, arguments, plain
+from wassette_state.store.live.wassette_log import Call, Reader, arguments, plain
 
 LOG = Path(__file__).parent / "fixtures" / "wassette-serve.log"
 

@@ -407,7 +407,7 @@ def test_cli_start_up_does_not_import_the_file_watcher() -> None:
     code = (
         "import sys\n"
         "from wassette_state.cli import main\n"
-        "mods = ('watchfiles', 'anyio', 'wassette_state.store.watch')\n"
+        "mods = ('watchfiles', 'anyio', 'wassette_state.store.live.watch')\n"
         "print(sorted(m for m in mods if m in sys.modules))\n"
     )
     out = subprocess.run(

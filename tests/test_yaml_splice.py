@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wassette_state.store.errors import ValidationError
-from wassette_state.store.exporter import AsOf, render_state_yaml, state_doc
-from wassette_state.store.snapshot import _load_yaml, _load_yaml_spliced, parse_snapshot
-from wassette_state.store.state import Component, Metadata, Paths, Policy, State
+from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.snapshot import _load_yaml, _load_yaml_spliced, parse_snapshot
+from wassette_state.store.domain.state import Component, Metadata, Paths, Policy, State
+from wassette_state.store.usecases.exporter import AsOf, render_state_yaml, state_doc
 
 HASH = "c" * 64
 

@@ -1,0 +1,1 @@
+"""Living beside a running Wassette: telling it what changed, watching its dirs, running it."""
