@@ -90,7 +90,7 @@ def dialect_of(url: str) -> str:
 def named(dialect: str) -> Backend:
     found = _LOADED.get(dialect)
     if found is None:
-        module = importlib.import_module(f"wassette_state.store.{_MODULES[dialect]}")
+        module = importlib.import_module(f"wassette_state.store.persistence.{_MODULES[dialect]}")
         found = _LOADED[dialect] = module.BACKEND
     return found
 
