@@ -159,3 +159,25 @@ def test_directories_do_not_depend_on_the_umask_and_a_loose_cache_is_not_trusted
     ok(env.run("--db", str(db), "component", "attach", str(env.root / "c.wasm"), "--id", "d"))
     got = json.loads(ok(env.run("--db", str(db), "component", "inspect", "d", "-o", "json")).out)
     assert "IGNORE" not in json.dumps(got)
+
+
+def test_a_change_in_flight_is_not_reported_as_a_repair(env: Env) -> None:
+    """A writer between its commit and its files: another command writes those files for it
+    (the marker lags) but says nothing; after a writer killed at that point, it says so."""
+    fx.write_component(env.root / "a.wasm", "simple")
+    ok(env.run("component", "attach", str(env.root / "a.wasm")))
+    trace = env.fault_log
+    grant = ("permission", "grant", "network", "a")
+    held = env.start(*grant, "held.example.com", fault="committed:sleep", sleep=6)
+    wait_for(trace, "fire committed sleep")
+    res = ok(env.run("env", "set", "OTHER=1"))
+    assert "repaired" not in res.err, res.err
+    _, err = held.communicate(timeout=60)
+    assert held.returncode == 0, err
+    assert "repaired" not in err, err
+
+    killed = env.start(*grant, "killed.example.com", fault="committed:kill")
+    killed.communicate(timeout=60)
+    assert killed.returncode == -9
+    res = ok(env.run("env", "set", "AFTER=1"))
+    assert "repaired component files: 1 written" in res.err, res.err

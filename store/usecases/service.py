@@ -153,6 +153,19 @@ class Store:
             )
         return report
 
+    @property
+    def in_flight_path(self) -> Any:
+        return self.settings.data_dir / "in-flight"
+
+    def in_flight(self) -> contextlib.AbstractContextManager[None]:
+        """Held by a writer from before its commit until its files are written: a repair that
+        finds the marker behind while another holds it is finishing that writer's change,
+        not recovering from a crash (and says nothing)."""
+        from wassette_state.store.files import fsutil
+
+        fsutil.ensure_dir(self.settings.data_dir)
+        return db.shared_lock(self.in_flight_path)
+
     @contextlib.contextmanager
     def files_locked(self) -> Iterator[None]:
         """The lock that serializes writing the files across processes; reentrant here, so a
@@ -221,8 +234,9 @@ class Store:
             return self.materialize(set(), env=True)
         if marker is None and self.head_seq() == 0:
             return None
+        in_flight = db.held_elsewhere(self.in_flight_path)
         report = self.materialize(None)
-        if report.written or report.removed:
+        if (report.written or report.removed) and not in_flight:
             logger.warning(
                 "repaired component files: %d written, %d removed",
                 len(report.written),
@@ -318,10 +332,13 @@ class Store:
             order = contextlib.ExitStack()
             if under_lock and stage is not None:
                 order.enter_context(stage.lock())
+            flight = contextlib.ExitStack()  # from before the commit until the files are written
+            order.callback(flight.close)
             try:
                 with contextlib.ExitStack() as held:
                     wconn = None
                     if under_lock:
+                        flight.enter_context(self.in_flight())
                         wconn = held.enter_context(db.write_tx(self.engine))
                     with contextlib.ExitStack() as reading:
                         conn = wconn if wconn is not None else reading.enter_context(self.reading())
@@ -333,6 +350,7 @@ class Store:
                         decision.details = {**decision.details, **stage.prepare(base, decision)}
                     self.committing = True
                     if wconn is None:
+                        flight.enter_context(self.in_flight())
                         wconn = held.enter_context(db.write_tx(self.engine))
                     held.enter_context(gc_paused())
                     appended = log.append(
@@ -368,32 +386,44 @@ class Store:
             self.committing = False
             self.last_tx = appended.tx_id
             self.appended.extend(appended.events)
+            writing = flight.pop_all()  # held until the files are written, below
             with order:
                 if stage is not None:
                     stage.settle(True)
-            logger.info(
-                "tx %d appended %d events (seq %d..%d)",
-                appended.tx_id,
-                len(appended.events),
-                appended.events[0].seq,
-                appended.events[-1].seq,
-            )
-            from wassette_state.store.domain.fold import project
-
-            state = project(decision.events, base)
-            if after is not None:
-                after(state, appended.events)
-            touched = {e.component_id for e in appended.events if e.component_id}
-            env = any(e.type in ("env.set", "env.unset") for e in appended.events)
-            try:
-                from wassette_state.store.files import fsutil
-
-                fsutil.fault("committed")
-                self.materialize(touched, env=env)
-            except OSError as e:
-                raise files_not_written(appended.tx_id, e) from e
-            return Outcome(appended.tx_id, appended.events, state, decision.summary)
+            with writing:
+                return self._written(appended, decision, base, after)
         raise StoreError("unreachable")  # pragma: no cover
+
+    def _written(
+        self,
+        appended: log.Appended,
+        decision: Decision,
+        base: State,
+        after: Callable[[State, list[log.StoredEvent]], None] | None,
+    ) -> Outcome:
+        """After the commit: the committed change's files, and its outcome."""
+        logger.info(
+            "tx %d appended %d events (seq %d..%d)",
+            appended.tx_id,
+            len(appended.events),
+            appended.events[0].seq,
+            appended.events[-1].seq,
+        )
+        from wassette_state.store.domain.fold import project
+
+        state = project(decision.events, base)
+        if after is not None:
+            after(state, appended.events)
+        touched = {e.component_id for e in appended.events if e.component_id}
+        env = any(e.type in ("env.set", "env.unset") for e in appended.events)
+        try:
+            from wassette_state.store.files import fsutil
+
+            fsutil.fault("committed")
+            self.materialize(touched, env=env)
+        except OSError as e:
+            raise files_not_written(appended.tx_id, e) from e
+        return Outcome(appended.tx_id, appended.events, state, decision.summary)
 
     def _decide(
         self, conn: Connection, decide: Callable[[State], Decision], scope: set[str] | None
