@@ -80,8 +80,8 @@ def secret_set(app: App, component_id: str, assignments: tuple[str, ...], from_s
     Example:
       printf 'API_KEY=%s\\n' "$KEY" | wassette-state secret set weather --stdin
     """
-    from wassette_state.store.usecases.commands import parse_assignment_lines, parse_assignments
-    from wassette_state.store.usecases.commands import secret_set as do
+    from wassette_state.store.usecases.inputs import parse_assignment_lines, parse_assignments
+    from wassette_state.store.usecases.secret_commands import secret_set as do
 
     if from_stdin:
         if assignments:
@@ -108,7 +108,7 @@ def secret_list(app: App, component_id: str, show_values: bool, yes: bool) -> No
     """
     from wassette_state.cli.output import is_tty
     from wassette_state.store.domain.errors import ValidationError
-    from wassette_state.store.usecases.commands import secret_list as do
+    from wassette_state.store.usecases.secret_commands import secret_list as do
 
     entries = do(app.store, component_id, show_values)
     # stderr: stdout stays machine-readable with -o json
@@ -155,7 +155,7 @@ def secret_list(app: App, component_id: str, show_values: bool, yes: bool) -> No
 @pass_app
 def secret_delete(app: App, component_id: str, keys: tuple[str, ...]) -> None:
     """Delete secret keys and their values."""
-    from wassette_state.store.usecases.commands import secret_delete as do
+    from wassette_state.store.usecases.secret_commands import secret_delete as do
 
     report(app, do(app.store, component_id, list(keys)), f"deleted {', '.join(keys)}")
 
@@ -172,7 +172,7 @@ def env() -> None:
 def env_set(app: App, assignments: tuple[str, ...]) -> None:
     """Set environment variables."""
     from wassette_state.store.usecases.commands import env_set as do
-    from wassette_state.store.usecases.commands import parse_assignments
+    from wassette_state.store.usecases.inputs import parse_assignments
 
     values = parse_assignments(assignments, "variables")
     report(app, do(app.store, values), f"set {', '.join(sorted(values))}")

@@ -381,8 +381,8 @@ def import_cmd(
       wassette-state state import backup.json --prune --dry-run
       wassette-state state import deploy.yaml   # a 'wassette serve --manifest' manifest too
     """
-    from wassette_state.store.usecases.commands import secrets_needed
     from wassette_state.store.usecases.importer import run_import
+    from wassette_state.store.usecases.secret_commands import secrets_needed
 
     confirm = _confirm(yes, dry_run, "import") if prune else None
     outcome = run_import(
@@ -492,7 +492,7 @@ def _confirm(yes: bool, dry_run: bool, what: str, noun: str | None = None) -> An
 def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Secret values to supply: the command reads them on stdin (`stdin` is what to type,
     with each `…` replaced by the value), never from its command line."""
-    from wassette_state.store.usecases.commands import secret_set_command, secret_set_input
+    from wassette_state.store.usecases.secret_commands import secret_set_command, secret_set_input
 
     return [
         {
@@ -506,13 +506,13 @@ def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]
 
 
 def _needed_lines(app: App, needed: dict[str, list[str]]) -> list[str]:
-    from wassette_state.store.usecases.commands import secret_set_hint
+    from wassette_state.store.usecases.secret_commands import secret_set_hint
 
     return [f"  {secret_set_hint(cid, keys, app.command_prefix)}" for cid, keys in needed.items()]
 
 
 def _rollback_report(app: App, outcome: Any, label: str) -> None:
-    from wassette_state.store.usecases.commands import secrets_needed
+    from wassette_state.store.usecases.secret_commands import secrets_needed
 
     s = outcome.summary
     ids = sorted({e.component_id for e in outcome.events if e.component_id})

@@ -16,7 +16,7 @@ import yaml
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, ok, tree_bytes
 from wassette_state.store.domain.snapshot import parse_snapshot
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 SECRET = "exp0rt-s3cr3t-value-never-shown"
@@ -47,7 +47,7 @@ def seed(env: Env) -> None:
     try:
         commands.attach(store, str(wasm(env, "zeta", "simple")))
         commands.attach(store, str(wasm(env, "weather", "weather")), policy_file=str(POLICY))
-        commands.secret_set(store, "weather", {"API_KEY": SECRET, "B_TOKEN": SECRET + "2"})
+        secret_commands.secret_set(store, "weather", {"API_KEY": SECRET, "B_TOKEN": SECRET + "2"})
         commands.env_set(store, {"ZED": "last", "LOG_LEVEL": "info", "TRAILING": "line\n"})
     finally:
         store.close()
@@ -197,7 +197,7 @@ def test_export_at_past_points_equals_the_state_then(env: Env) -> None:
     try:
         commands.attach(store, str(wasm(env, "weather", "weather")), policy_file=str(POLICY))
         record(1)
-        commands.secret_set(store, "weather", {"API_KEY": SECRET})
+        secret_commands.secret_set(store, "weather", {"API_KEY": SECRET})
         record(2)
         ok(env.run("state", "tag", "with-secret"))
         commands.env_set(store, {"A": "1", "B": "2"})

@@ -14,7 +14,7 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 
 SECRET_API = "api-value-must-not-appear"
 SECRET_TOKEN = "token-value-must-not-appear"
@@ -56,7 +56,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Env:
     with opened(env, "alice@x") as s:
         commands.attach(s, str(inputs / "weather.wasm"), None, str(inputs / "weather.policy.yaml"))
     with opened(env, "bob@x") as s:
-        commands.secret_set(s, "weather", {"API": SECRET_API})
+        secret_commands.secret_set(s, "weather", {"API": SECRET_API})
     with opened(env, "carol@x") as s:
         commands.permission(s, "grant", "weather", "network", "api.example.com")
     with opened(env, "alice@x") as s:
@@ -320,7 +320,7 @@ def test_blame_only_looks_at_the_current_life(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(POLICY)
     with opened(env, "alice@x") as s:
         commands.attach(s, str(tmp_path / "w.wasm"), None, str(tmp_path / "p.yaml"))
-        commands.secret_set(s, "w", {"K": "v"})
+        secret_commands.secret_set(s, "w", {"K": "v"})
         commands.detach(s, "w")
     with opened(env, "bob@x") as s:
         commands.attach(s, str(tmp_path / "w.wasm"))

@@ -20,7 +20,7 @@ from wassette_state.cli.state import snapshot_doc
 from wassette_state.store.domain.snapshot import format_for, parse_snapshot
 from wassette_state.store.files import wasm
 from wassette_state.store.persistence import log
-from wassette_state.store.usecases import commands, exporter
+from wassette_state.store.usecases import commands, exporter, secret_commands
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 WRITTEN = CONFORMANCE / "state" / "wassette-written.json"
@@ -50,7 +50,7 @@ def seed(env: Env, *, env_vars: dict[str, str] | None = None) -> None:
     store = lib(env)
     try:
         commands.attach(store, str(wasm_file(env, "weather", "weather")), policy_file=str(POLICY))
-        commands.secret_set(store, "weather", {"API_KEY": SECRET})
+        secret_commands.secret_set(store, "weather", {"API_KEY": SECRET})
         commands.env_set(store, env_vars or {"LOG_LEVEL": "info"})
     finally:
         store.close()
@@ -262,7 +262,7 @@ def test_missing_wasm_is_skipped_with_a_warning_or_fails_with_strict(env_factory
     try:
         commands.attach(store, str(wasm_file(a, "alpha", "simple")))
         commands.attach(store, str(wasm_file(a, "omega", "weather")))
-        commands.secret_set(store, "omega", {"TOKEN": SECRET})
+        secret_commands.secret_set(store, "omega", {"TOKEN": SECRET})
     finally:
         store.close()
     source = export(a)

@@ -15,7 +15,7 @@ import yaml
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, Result, all_events, ok, opened
 from wassette_state.store.files import secrets as secret_files
-from wassette_state.store.usecases import commands, drift
+from wassette_state.store.usecases import commands, drift, drift_scan, secret_commands
 from wassette_state.store.usecases.history import blame, rollback
 
 STAMP_MTIME = 1_700_000_000
@@ -53,7 +53,7 @@ def build(env: Env) -> dict[str, bytes]:
         os.utime(inputs / name, (STAMP_MTIME, STAMP_MTIME))
     with opened(env) as s:
         commands.attach(s, str(inputs / "weather.wasm"), None, str(inputs / "p.yaml"))
-        commands.secret_set(s, "weather", {"API": SECRET_API, "TOK": "tok-value-0451"})
+        secret_commands.secret_set(s, "weather", {"API": SECRET_API, "TOK": "tok-value-0451"})
         commands.attach(s, str(inputs / "fetch.wasm"))
     return data
 
@@ -202,7 +202,7 @@ def test_each_kind_of_drift(env: Env, change: str, expected: list[tuple[str, str
         outcome, drifts = drift.sync(s)
         if change == "wasm-deleted-keys-edited":  # its values go with it (not by hand)
             gone = "its secrets file goes with it (--keep-secret-values keeps it)"
-            assert drifts[-1] == drift.Drift("weather", gone)
+            assert drifts[-1] == drift_scan.Drift("weather", gone)
             assert not secret_files.secrets_file(env.secrets_dir, "weather").exists()
             drifts = drifts[:-1]
         assert len(drifts) == len(expected) and all(d.adoptable for d in drifts)
@@ -236,7 +236,7 @@ def test_invalid_outside_changes_are_reported_not_adopted(env: Env) -> None:
 def test_keys_waiting_for_values_are_not_drift(env: Env) -> None:
     build(env)
     with opened(env) as s:
-        commands.secret_delete(s, "weather", ["TOK"])
+        secret_commands.secret_delete(s, "weather", ["TOK"])
         outcome = rollback(s, "tx:2")  # TOK is declared again, its value is gone
         assert outcome.state.components["weather"].secret_keys == ("API", "TOK")
         assert drift.find(s).drifts == []

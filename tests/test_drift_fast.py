@@ -1,5 +1,5 @@
-"""The drift scan's fast paths (store/usecases/drift.py) report exactly what the full comparison
-does.
+"""The drift scan's fast paths (store/usecases/drift_scan.py) report exactly what the full
+comparison does.
 
 A policy file byte-identical to the state's text, and a secrets file in the shape the tool
 writes, are settled without a YAML parser; every other file takes the parse-and-compare path.
@@ -24,10 +24,10 @@ from tests import wasm_fixtures as fx
 from wassette_state.store.domain import events as ev
 from wassette_state.store.domain.policy import parse_policy
 from wassette_state.store.domain.state import Component, Metadata, Policy, State
-from wassette_state.store.files import materialize, wasm
+from wassette_state.store.files import materialize, secret_keys, wasm
 from wassette_state.store.files import secrets as secret_files
 from wassette_state.store.files.wasm import Introspection
-from wassette_state.store.usecases import drift
+from wassette_state.store.usecases import drift_scan
 
 MTIME = 1_700_000_000
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
@@ -77,8 +77,8 @@ class Site:
     def state(self) -> State:
         return State(components=dict(self.components))
 
-    def detect(self, last_secret_change: Any = None) -> drift.Found:
-        return drift.detect(self.state, self.cdir, self.sdir, introspect, last_secret_change)
+    def detect(self, last_secret_change: Any = None) -> drift_scan.Found:
+        return drift_scan.detect(self.state, self.cdir, self.sdir, introspect, last_secret_change)
 
     def secrets_path(self, cid: str) -> Path:
         return secret_files.secrets_file(self.sdir, cid)
@@ -93,7 +93,7 @@ def site(tmp_path: Path) -> Site:
     return s
 
 
-def drifts(found: drift.Found) -> list[tuple[str, str, bool]]:
+def drifts(found: drift_scan.Found) -> list[tuple[str, str, bool]]:
     return [(d.component_id, d.what, d.adoptable) for d in found.drifts]
 
 
@@ -236,7 +236,7 @@ def test_wasm_replaced_deleted_symlinked_and_dropped_in(site: Site) -> None:
 def test_secret_keys_added_removed_and_unreadable(site: Site) -> None:
     path = site.secrets_path("weather")
     raw = path.read_bytes()
-    assert drift._written_keys(raw) == {"API_KEY", "TOKEN"}  # the tool's file: no YAML parse
+    assert secret_keys.written_keys(raw) == {"API_KEY", "TOKEN"}  # the tool's file: no YAML parse
 
     path.write_bytes(raw + b"NEW_KEY: by-hand\n")
     found = site.detect()
@@ -257,7 +257,7 @@ def test_secret_keys_added_removed_and_unreadable(site: Site) -> None:
 
     # A key YAML types (`true:` is a bool) or an odd value: the full parse decides, as before.
     path.write_bytes(b"API_KEY: x\nTOKEN: y\ntrue: 1\nN: ~\n")
-    assert drift._written_keys(path.read_bytes()) is None
+    assert secret_keys.written_keys(path.read_bytes()) is None
     assert drifts(site.detect()) == [("weather", "secret keys added by hand: N, True", True)]
     path.write_bytes(b"API_KEY: x\nTOKEN: y\nbad key: 1\n")  # not a valid key name: not adopted
     assert site.detect().drifts == []
@@ -297,7 +297,7 @@ def test_secrets_file_absent_symlinked_or_a_directory_reads_as_no_keys(site: Sit
 def test_tool_written_secrets_files_take_the_fast_path(tmp_path: Path, value: str) -> None:
     secret_files.write_values(tmp_path, "c", {"KEY": value, "OTHER_KEY": "x"})
     raw = secret_files.secrets_file(tmp_path, "c").read_bytes()
-    assert drift._written_keys(raw) == {"KEY", "OTHER_KEY"}
+    assert secret_keys.written_keys(raw) == {"KEY", "OTHER_KEY"}
     assert set(secret_files.read_values(tmp_path, "c")) == {"KEY", "OTHER_KEY"}
 
 
@@ -330,7 +330,7 @@ def test_tool_written_secrets_files_take_the_fast_path(tmp_path: Path, value: st
     ],
 )
 def test_anything_else_goes_to_the_yaml_parser(raw: bytes) -> None:
-    assert drift._written_keys(raw) is None
+    assert secret_keys.written_keys(raw) is None
 
 
 def _yaml_keys(raw: bytes) -> Any:
@@ -362,7 +362,7 @@ _LINE = st.builds(
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_LINE, min_size=1, max_size=5).map(lambda ls: "".join(ls).encode()))
 def test_fast_secrets_reader_agrees_with_yaml(raw: bytes) -> None:
-    keys = drift._written_keys(raw)
+    keys = secret_keys.written_keys(raw)
     if keys is not None:
         assert keys == _yaml_keys(raw)
 
@@ -383,6 +383,6 @@ def test_fast_secrets_reader_on_what_the_tool_writes(values: dict[str, str]) -> 
         allow_unicode=True,
         default_flow_style=False,
     ).encode()
-    keys = drift._written_keys(body)
+    keys = secret_keys.written_keys(body)
     if keys is not None:
         assert keys == _yaml_keys(body) == {str(k) for k in values}

@@ -24,7 +24,7 @@ from wassette_state.store.files import fsutil
 from wassette_state.store.persistence import db, log, readmodel
 from wassette_state.store.persistence.gcutil import gc_paused
 from wassette_state.store.persistence.schema import entities, events, setting_versions
-from wassette_state.store.usecases import commands, history
+from wassette_state.store.usecases import commands, history, secret_commands
 from wassette_state.store.usecases.service import Decision, Store
 
 V0001 = REPO / "tests" / "fixtures" / "db" / "v0001.db"
@@ -56,10 +56,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     commands.attach(store, str(root / "weather.wasm"), policy_file=policy)
     commands.attach(store, str(root / "fetch.wasm"), policy_file=policy)
     commands.env_set(store, {"LOG_LEVEL": "info", "REGION": "eu"})
-    commands.secret_set(store, "weather", {"API_KEY": "s3cr3t-value-1"})
-    commands.secret_set(store, "fetch", {"TOKEN": "s3cr3t-value-2", "OTHER": "x"})
+    secret_commands.secret_set(store, "weather", {"API_KEY": "s3cr3t-value-1"})
+    secret_commands.secret_set(store, "fetch", {"TOKEN": "s3cr3t-value-2", "OTHER": "x"})
     commands.permission(store, "grant", "weather", "network", "api.example.com")
-    commands.secret_delete(store, "fetch", ["OTHER"])
+    secret_commands.secret_delete(store, "fetch", ["OTHER"])
     commands.env_unset(store, ["REGION"])
     commands.policy_detach(store, "fetch")
     commands.detach(store, "fetch")
@@ -397,7 +397,7 @@ def test_rebuild_gives_the_incremental_read_models(populated: Store) -> None:
 def test_rebuild_of_an_upgraded_store(upgraded: Store, env: Env) -> None:
     wasm_fixtures.write_component(env.root / "w.wasm", "weather")
     commands.attach(upgraded, str(env.root / "w.wasm"), component_id="w2")
-    commands.secret_set(upgraded, "w2", {"K": "v"})
+    secret_commands.secret_set(upgraded, "w2", {"K": "v"})
     before = read_models(upgraded)
     upgraded.rebuild()
     assert read_models(upgraded) == before
@@ -647,7 +647,7 @@ print(",".join(heavy))
 
 def test_secret_values_stay_out_of_the_database(populated: Store, env: Env) -> None:
     populated.rebuild()
-    commands.secret_set(populated, "weather", {"API_KEY": "s3cr3t-value-3"})
+    secret_commands.secret_set(populated, "weather", {"API_KEY": "s3cr3t-value-3"})
     populated.close()
     blobs = b"".join(
         p.read_bytes() for p in env.root.iterdir() if p.name.startswith("state.db") and p.is_file()

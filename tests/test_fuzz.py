@@ -25,7 +25,7 @@ from wassette_state.store.domain.errors import ValidationError
 from wassette_state.store.domain.policy import parse_policy
 from wassette_state.store.domain.snapshot import parse_snapshot
 from wassette_state.store.domain.when import parse_when
-from wassette_state.store.usecases.commands import parse_assignment_lines, parse_assignments
+from wassette_state.store.usecases.inputs import parse_assignment_lines, parse_assignments
 
 FIXTURES = REPO / "tests" / "fixtures" / "snapshots"
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))

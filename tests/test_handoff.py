@@ -16,7 +16,7 @@ import yaml
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, ok
 from wassette_state.store.persistence import log
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"
 VALUES = {"API_KEY": "h4ndoff-api-key-value", "OTHER_TOKEN": "h4ndoff-other-token"}
@@ -101,7 +101,7 @@ def test_printed_command_keeps_a_custom_component_dir(env_factory: Any, tmp_path
     store: Any = a.store()
     try:
         commands.attach(store, str(src))
-        commands.secret_set(store, "weather", VALUES)
+        secret_commands.secret_set(store, "weather", VALUES)
     finally:
         store.close()
     ok(a.run("state", "export", "handoff.json"))

@@ -22,7 +22,7 @@ import pytest
 
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, raw_db, tree_bytes
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 
 SECRET = "h0stile-s3cr3t-v4lue"
 BASE: dict[str, Any] = json.loads((CONFORMANCE / "state" / "wassette-written.json").read_text())
@@ -237,7 +237,7 @@ def seed(env: Env) -> None:
     store: Any = env.store()
     try:
         commands.attach(store, str(src))
-        commands.secret_set(store, "fetch_rs", {"TOKEN": SECRET})
+        secret_commands.secret_set(store, "fetch_rs", {"TOKEN": SECRET})
         commands.env_set(store, {"LOG_LEVEL": "info"})
     finally:
         store.close()

@@ -27,7 +27,7 @@ from wassette_state.store.domain.policy import dump_policy, parse_policy, wasset
 from wassette_state.store.domain.state import Component, Metadata, Policy, State
 from wassette_state.store.files import wasm
 from wassette_state.store.persistence import log
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, inputs
 from wassette_state.store.usecases.importer import run_import
 
 # What Wassette 0.8.0 wrote as fetch.policy.yaml for one component declaring all three kinds
@@ -385,7 +385,7 @@ def test_state_to_manifest_to_import_keeps_components_tools_and_permissions(
             data = fx.write_component(path, kind)
             digest = commands.files.sha256_hex(data)
             tools = wasm.describe(data)
-            meta = commands.metadata_doc(cid, tools, len(data), 1, digest, 1)
+            meta = inputs.metadata_doc(cid, tools, len(data), 1, digest, 1)
             policy_obj = Policy(text, "file:///p.yaml", 5) if text is not None else None
             state_comps[cid] = Component(
                 cid, path.as_uri(), digest, Metadata(meta), policy_obj, keys

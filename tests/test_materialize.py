@@ -86,7 +86,7 @@ def test_lagging_marker_repairs_files_on_next_command(env: Env) -> None:
 def test_crash_after_commit_is_repaired(env: Env) -> None:
     """A real commit without materialization, through the library, then the CLI's next command."""
     from wassette_state.store.domain import events as ev
-    from wassette_state.store.usecases import commands
+    from wassette_state.store.usecases import inputs as cmd_inputs
     from wassette_state.store.usecases.service import Decision, Store
 
     inputs = setup_site(env)
@@ -102,9 +102,9 @@ def test_crash_after_commit_is_repaired(env: Env) -> None:
     store = env.store()
     assert isinstance(store, Store)
     try:
-        loaded = commands.load_component(store, str(newer), "weather")
+        loaded = cmd_inputs.load_component(store, str(newer), "weather")
         store.blobs.put(loaded.data, loaded.sha256)
-        metadata = commands.build_metadata(loaded, 1_700_000_100)
+        metadata = cmd_inputs.build_metadata(loaded, 1_700_000_100)
 
         def decide(_state: object) -> Decision:
             return Decision(

@@ -33,7 +33,7 @@ from wassette_state.store.domain.fold import project
 from wassette_state.store.domain.state import State
 from wassette_state.store.files.config import resolve
 from wassette_state.store.persistence import log, readmodel
-from wassette_state.store.usecases import commands, history
+from wassette_state.store.usecases import commands, history, secret_commands
 from wassette_state.store.usecases.exporter import component_doc
 from wassette_state.store.usecases.service import Store
 
@@ -134,7 +134,7 @@ def apply(store: Store, inputs: Path, op: tuple[Any, ...]) -> bool:
     elif name == "grant":
         commands.permission(store, "grant", op[1], "network", op[2])
     else:
-        commands.secret_set(store, op[1], {k: f"value-of-{k}" for k in op[2]})
+        secret_commands.secret_set(store, op[1], {k: f"value-of-{k}" for k in op[2]})
     return True
 
 

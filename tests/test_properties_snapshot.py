@@ -26,7 +26,7 @@ from wassette_state.store.domain import fold
 from wassette_state.store.domain.errors import NotFound
 from wassette_state.store.domain.snapshot import format_for, parse_snapshot
 from wassette_state.store.persistence import log, readmodel
-from wassette_state.store.usecases import commands, exporter, importer
+from wassette_state.store.usecases import commands, exporter, importer, secret_commands
 from wassette_state.store.usecases.service import Store
 
 KINDS = ("simple", "weather", "interface", "documented")
@@ -130,9 +130,9 @@ def build(site: Site, pool: Path, history: list[tuple[Any, ...]]) -> None:
             elif name == "grant":
                 commands.permission(store, "grant", args[0], "network", args[1])
             elif name == "secret_set":
-                commands.secret_set(store, args[0], args[1])
+                secret_commands.secret_set(store, args[0], args[1])
             elif name == "secret_delete":
-                commands.secret_delete(store, args[0], [args[1]])
+                secret_commands.secret_delete(store, args[0], [args[1]])
             elif name == "env_set":
                 commands.env_set(store, args[0])
             elif name == "env_unset":

@@ -269,14 +269,14 @@ def test_eight_writers_lose_nothing(env: Env, tmp_path: Path) -> None:
 SECRET_WORKERS = 4
 SECRET_WORKER = r"""
 import sys
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 from wassette_state.store.files.config import resolve
 from wassette_state.store.usecases.service import Store
 
 db, cdir, sdir, idx, count = sys.argv[1:6]
 store = Store(resolve(db, cdir, sdir, f"secret-worker-{idx}"))
 for j in range(int(count)):
-    commands.secret_set(store, "shared", {f"K{idx}_{j}": f"value-{idx}-{j}"})
+    secret_commands.secret_set(store, "shared", {f"K{idx}_{j}": f"value-{idx}-{j}"})
 store.close()
 """
 

@@ -30,7 +30,7 @@ from tests.conftest import BOTH, Env, ok, wassette_exe
 from wassette_state.cli.main import cli
 from wassette_state.store.domain import events as ev
 from wassette_state.store.files import materialize
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import inputs
 from wassette_state.store.usecases.service import Decision, Store
 
 SEED = 20261125
@@ -170,18 +170,18 @@ def variants(n: int, label: str) -> list[bytes]:
 
 def attach_events(store: Store, datas: list[bytes], prefix: str) -> list[ev.Event]:
     """component.attached + policy.attached for each binary, introspected once (same tools)."""
-    tools = commands.introspect_cached(store, datas[0], materialize.sha256_hex(datas[0]), "x.wasm")
+    tools = inputs.introspect_cached(store, datas[0], materialize.sha256_hex(datas[0]), "x.wasm")
     out: list[ev.Event] = []
     for i, data in enumerate(datas):
         sha = store.blobs.put(data)
         cid = f"{prefix}{i:03d}"
-        loaded = commands.Loaded(cid, f"file:///srv/{cid}.wasm", data, sha, 1_700_000_000, tools)
+        loaded = inputs.Loaded(cid, f"file:///srv/{cid}.wasm", data, sha, 1_700_000_000, tools)
         out.append(
             ev.ComponentAttached(
                 component_id=cid,
                 source_uri=loaded.source_uri,
                 wasm_sha256=sha,
-                metadata=commands.build_metadata(loaded, 1_700_000_000),
+                metadata=inputs.build_metadata(loaded, 1_700_000_000),
             )
         )
         out.append(
@@ -536,21 +536,21 @@ def test_kill_during_attach(work: Path, databases: Databases | None, backend: st
 
 CRASH_AFTER_COMMIT = r"""
 import os, sys
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, inputs
 from wassette_state.store.domain import events as ev
 from wassette_state.store.files.config import resolve
 from wassette_state.store.usecases.service import Decision, Store
 
 db, cdir, sdir, wasm = sys.argv[1:5]
 store = Store(resolve(db, cdir, sdir, "crash@test"))
-loaded = commands.load_component(store, wasm, "late")
+loaded = inputs.load_component(store, wasm, "late")
 store.blobs.put(loaded.data, loaded.sha256)
 
 def decide(state):
     return Decision([
         ev.ComponentAttached(component_id="late", source_uri=loaded.source_uri,
                              wasm_sha256=loaded.sha256,
-                             metadata=commands.build_metadata(loaded, 1700000000)),
+                             metadata=inputs.build_metadata(loaded, 1700000000)),
         ev.PolicyAttached(component_id="late", source_uri="file:///p.yaml",
                           policy_content='version: "1.0"\npermissions: {}\n',
                           attached_at=1700000000),

@@ -28,7 +28,7 @@ from tests.conftest import (
     wassette_exe,
 )
 from wassette_state.store.files import secrets as secret_files
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 
 POLICY = 'version: "1.0"\ndescription: weather\npermissions: {}\n'
 
@@ -67,7 +67,7 @@ def build(env: Env) -> dict[str, bytes]:
     (inputs / "weather.policy.yaml").write_text(POLICY)
     with opened(env, "alice@x") as s:
         commands.attach(s, str(inputs / "weather.wasm"), None, str(inputs / "weather.policy.yaml"))
-        commands.secret_set(s, "weather", {"K": "v"})
+        secret_commands.secret_set(s, "weather", {"K": "v"})
         commands.permission(s, "grant", "weather", "network", "api.example.com")
         commands.env_set(s, {"A": "1"})
         commands.attach(s, str(inputs / "fetch.wasm"))
@@ -150,8 +150,8 @@ def test_detached_component_wasm_comes_back_from_the_blob_store(env: Env) -> Non
 def test_secret_keys_without_values_are_reported_with_the_command(env: Env) -> None:
     build(env)
     with opened(env) as s:
-        commands.secret_set(s, "weather", {"K2": "v2"})
-        commands.secret_delete(s, "weather", ["K", "K2"])  # values deleted from disk
+        secret_commands.secret_set(s, "weather", {"K2": "v2"})
+        secret_commands.secret_delete(s, "weather", ["K", "K2"])  # values deleted from disk
     assert secret_files.read_values(env.secrets_dir, "weather") == {}
 
     out = as_json(env, "state", "rollback", "--to", "tx:7", "--yes")
@@ -172,7 +172,7 @@ def test_secret_keys_without_values_are_reported_with_the_command(env: Env) -> N
 def test_text_report_lists_plan_and_secret_commands(env: Env) -> None:
     build(env)
     with opened(env) as s:
-        commands.secret_delete(s, "weather", ["K"])
+        secret_commands.secret_delete(s, "weather", ["K"])
     text = ok(env.run("state", "rollback", "--to", "tx:6", "-y")).out
     lines = text.splitlines()
     assert lines[0] == f"rollback to seq {last_seq_of_tx(env, 6)}:"

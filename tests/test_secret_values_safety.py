@@ -137,7 +137,7 @@ def test_disk_full_during_secret_set_keeps_the_old_file(
 
     from wassette_state.store.files import fsutil
     from wassette_state.store.persistence import log
-    from wassette_state.store.usecases import commands
+    from wassette_state.store.usecases import secret_commands
 
     try:
         staging: Any = importlib.import_module("wassette_state.store.files.staging")
@@ -179,7 +179,7 @@ def test_disk_full_during_secret_set_keeps_the_old_file(
             monkeypatch.setattr(staging, "_write_all", write_all)
         monkeypatch.setattr(log, "append", append)
         with pytest.raises(Exception):  # noqa: B017 - whatever the failure, nothing changed
-            commands.secret_set(s, "c", {"API_KEY": NEW, "OTHER": ADDED})
+            secret_commands.secret_set(s, "c", {"API_KEY": NEW, "OTHER": ADDED})
         monkeypatch.undo()
     assert len(all_events(env)) == before_log
     ok(env.run("secret", "list", "c"))  # the next command
@@ -191,7 +191,7 @@ def test_disk_full_during_secret_set_keeps_the_old_file(
 def test_ctrl_c_after_secret_set_committed_keeps_the_new_values(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wassette_state.store.usecases import commands
+    from wassette_state.store.usecases import secret_commands
 
     attach(env)
     ok(env.run("secret", "set", "c", f"API_KEY={OLD}"))
@@ -200,7 +200,7 @@ def test_ctrl_c_after_secret_set_committed_keeps_the_new_values(
         interrupted_after_commit(monkeypatch),
         pytest.raises(KeyboardInterrupt),
     ):
-        commands.secret_set(s, "c", {"API_KEY": NEW, "OTHER": ADDED})
+        secret_commands.secret_set(s, "c", {"API_KEY": NEW, "OTHER": ADDED})
     assert declared(env) == ("API_KEY", "OTHER")  # committed
     ok(env.run("secret", "list", "c"))  # the next command
     assert values(env) == {"API_KEY": NEW, "OTHER": ADDED}, "the old file was put back"

@@ -15,7 +15,7 @@ from tests import wasm_fixtures
 from tests.conftest import Env, assert_refused, raw_db, run_verify
 from wassette_state.store.domain import events as ev
 from wassette_state.store.persistence import log, readmodel
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 from wassette_state.store.usecases.service import Decision, Store
 
 
@@ -38,11 +38,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     policy.write_text('version: "1.0"\npermissions:\n  network:\n    allow:\n      - host: a.b\n')
     commands.attach(store, str(wasm), policy_file=str(policy))  # tx1: paths, attach, policy
     commands.env_set(store, {"LOG_LEVEL": "info", "REGION": "eu"})  # tx2
-    commands.secret_set(store, "weather", {"API_KEY": "s3cr3t"})  # tx3
+    secret_commands.secret_set(store, "weather", {"API_KEY": "s3cr3t"})  # tx3
     commands.attach(store, str(root / "fetch.wasm"))  # tx4
     commands.permission(store, "grant", "weather", "network", "api.example.com")  # tx5
     commands.env_set(store, {"LOG_LEVEL": "debug"})  # tx6
-    commands.secret_set(store, "weather", {"API_KEY": "rotated"})  # tx7: rotation, same keys
+    secret_commands.secret_set(store, "weather", {"API_KEY": "rotated"})  # tx7: rotation, same keys
     commands.detach(store, "fetch")  # tx8
     store.close()
     return root

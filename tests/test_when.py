@@ -17,7 +17,7 @@ from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
 from wassette_state.store.domain.errors import ValidationError
 from wassette_state.store.domain.when import Point, parse_when
 from wassette_state.store.persistence import log
-from wassette_state.store.usecases import commands
+from wassette_state.store.usecases import commands, secret_commands
 from wassette_state.store.usecases.service import resolve_point
 
 NOW = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z in microseconds
@@ -269,7 +269,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Env:
         commands.attach(store, str(src))
         commands.env_set(store, {"A": "1"})
         commands.env_set(store, {"A": "2", "B": "x"})
-        commands.secret_set(store, "weather", {"API": "v"})
+        secret_commands.secret_set(store, "weather", {"API": "v"})
         from wassette_state.store.usecases.history import add_tag
 
         add_tag(store, "mid", "tx:2")

@@ -36,7 +36,7 @@ POLL_MS = 250
 BUSY_TIMEOUT_MS = 1000
 RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
-# Names in the component dir whose change may be drift (see drift.detect).
+# Names in the component dir whose change may be drift (see drift_scan.detect).
 _STATE_SUFFIXES = (".wasm", ".policy.yaml", ".policy.meta.json")
 
 

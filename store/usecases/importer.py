@@ -94,7 +94,7 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
     from wassette_state.store.domain.policy import parse_policy
     from wassette_state.store.domain.snapshot import parse_snapshot
     from wassette_state.store.files import wasm
-    from wassette_state.store.usecases.commands import metadata_doc
+    from wassette_state.store.usecases.inputs import metadata_doc
 
     data, fmt = read_source(source)
     from wassette_state.store.domain import manifest
@@ -118,10 +118,10 @@ def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
         environment=dict(snap.environment),
     )
     component_dir = store.settings.component_dir
-    from wassette_state.store.usecases.commands import _check_secrets_names
+    from wassette_state.store.usecases.inputs import check_secrets_names
 
     file_ids = {c.component_id for c in snap.components}
-    _check_secrets_names(store.component_ids() | file_ids)
+    check_secrets_names(store.component_ids() | file_ids)
     for comp, cdoc in zip(snap.components, doc["components"], strict=True):
         cid = comp.component_id
         if comp.placeholders:
@@ -252,7 +252,7 @@ def _source_bytes(source_uri: str | None, wanted: str | None) -> bytes | None:
     from urllib.parse import unquote, urlparse
 
     from wassette_state.store.files.wasm import is_component
-    from wassette_state.store.usecases.commands import MAX_WASM_BYTES
+    from wassette_state.store.usecases.inputs import MAX_WASM_BYTES
 
     parsed = urlparse(source_uri)
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):

@@ -43,7 +43,7 @@ MANIFEST_POLICY_SUFFIX = ".manifest-policy.yaml"  # the source_uri Wassette reco
 
 def _read_wasm(path: str, where: str) -> bytes | None:
     """The file's bytes (symlinks followed, as Wassette copies them), None when absent."""
-    from wassette_state.store.usecases.commands import MAX_WASM_BYTES
+    from wassette_state.store.usecases.inputs import MAX_WASM_BYTES
 
     p = Path(path)
     try:
@@ -116,14 +116,14 @@ def _policy(
 def prepare(store: Store, data: bytes, *, strict: bool) -> PreparedFile:
     """Validate the manifest and locate, verify and describe every component's wasm; nothing
     is written (the importer stores the blobs once the whole file is accepted)."""
-    from wassette_state.store.usecases.commands import _check_secrets_names, metadata_doc
     from wassette_state.store.usecases.importer import Prepared, PreparedFile
+    from wassette_state.store.usecases.inputs import check_secrets_names, metadata_doc
 
     parsed = manifest.parse_manifest(data)
     state = store.state()
     component_dir = store.settings.component_dir
     ids = {c.component_id for c in parsed.components if c.component_id is not None}
-    _check_secrets_names(store.component_ids() | ids)
+    check_secrets_names(store.component_ids() | ids)
     out = PreparedFile(
         sha256=hashlib.sha256(data).hexdigest(),
         version=str(manifest.MANIFEST_VERSION),
