@@ -96,7 +96,7 @@ def history(
     """
     from wassette_state.store.domain.state import check_id
     from wassette_state.store.persistence.log import Query
-    from wassette_state.store.usecases.service import resolve_point
+    from wassette_state.store.persistence.points import resolve_point
 
     if component is not None:
         check_id(component, "--component")
@@ -225,7 +225,7 @@ def rebuild(app: App) -> None:
 
 def _point(app: App, conn: object, when: str | None) -> tuple[int, str | None]:
     """Resolve WHEN (or now) to a seq; also return the tag name when WHEN was a tag."""
-    from wassette_state.store.usecases.service import resolve_point
+    from wassette_state.store.persistence.points import resolve_point
 
     if when is None:
         from wassette_state.store.persistence import log

@@ -17,8 +17,8 @@ from tests.conftest import Env, assert_refused, ok, opened, tree_bytes
 from wassette_state.store.domain.errors import ValidationError
 from wassette_state.store.domain.when import Point, parse_when
 from wassette_state.store.persistence import log
+from wassette_state.store.persistence.points import resolve_point
 from wassette_state.store.usecases import commands, secret_commands
-from wassette_state.store.usecases.service import resolve_point
 
 NOW = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z in microseconds
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

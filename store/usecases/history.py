@@ -13,8 +13,9 @@ from wassette_state.store.domain.diff import reconcile
 from wassette_state.store.domain.errors import NotFound, ValidationError, unknown_component
 from wassette_state.store.domain.state import TAG_RE, State
 from wassette_state.store.persistence import db, log, readmodel
+from wassette_state.store.persistence.points import resolve_point
 from wassette_state.store.persistence.schema import events, tags
-from wassette_state.store.usecases.service import Decision, Outcome, Store, resolve_point
+from wassette_state.store.usecases.service import Decision, Outcome, Store
 
 
 @dataclass(frozen=True)
