@@ -492,7 +492,7 @@ def _confirm(yes: bool, dry_run: bool, what: str, noun: str | None = None) -> An
 def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Secret values to supply: the command reads them on stdin (`stdin` is what to type,
     with each `…` replaced by the value), never from its command line."""
-    from wassette_state.store.usecases.secret_commands import secret_set_command, secret_set_input
+    from wassette_state.store.domain.secret_hints import secret_set_command, secret_set_input
 
     return [
         {
@@ -506,7 +506,7 @@ def _needed_json(app: App, needed: dict[str, list[str]]) -> list[dict[str, Any]]
 
 
 def _needed_lines(app: App, needed: dict[str, list[str]]) -> list[str]:
-    from wassette_state.store.usecases.secret_commands import secret_set_hint
+    from wassette_state.store.domain.secret_hints import secret_set_hint
 
     return [f"  {secret_set_hint(cid, keys, app.command_prefix)}" for cid, keys in needed.items()]
 

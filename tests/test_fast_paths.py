@@ -19,10 +19,10 @@ from tests import wasm_fixtures
 from tests.conftest import REPO, Env, raw_db, run_verify
 from wassette_state.store.domain import events as ev
 from wassette_state.store.domain.errors import ConflictError, StoreError
+from wassette_state.store.domain.gcutil import gc_paused
 from wassette_state.store.domain.state import Metadata, Policy, compact
 from wassette_state.store.files import fsutil
 from wassette_state.store.persistence import db, log, readmodel
-from wassette_state.store.persistence.gcutil import gc_paused
 from wassette_state.store.persistence.schema import entities, events, setting_versions
 from wassette_state.store.usecases import commands, history, secret_commands
 from wassette_state.store.usecases.service import Decision, Store

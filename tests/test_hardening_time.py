@@ -2,7 +2,7 @@
 `state verify` while another process writes, and one edited event (issue 14).
 
 The clock is shifted for one command with $WASSETTE_STATE_CLOCK_SKEW (seconds added to the
-system clock, read by every command through `when.now_us`).
+system clock, read by every command through `clock.now_us`).
 """
 
 from __future__ import annotations

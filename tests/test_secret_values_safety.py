@@ -140,7 +140,7 @@ def test_disk_full_during_secret_set_keeps_the_old_file(
     from wassette_state.store.usecases import secret_commands
 
     try:
-        staging: Any = importlib.import_module("wassette_state.store.files.staging")
+        staging: Any = importlib.import_module("wassette_state.store.usecases.staging")
     except ImportError:  # the code before the two-phase change
         staging = None
     attach(env)

@@ -865,6 +865,6 @@ def render_manifest(doc: dict[str, Any], fmt: Format) -> bytes:
 
 def _stdin_command(component_id: str) -> str:
     """The hint's command: values on stdin, never on a command line others read in /proc."""
-    from wassette_state.store.usecases.secret_commands import secret_set_command
+    from wassette_state.store.domain.secret_hints import secret_set_command
 
     return secret_set_command(component_id, [], "wassette-state")

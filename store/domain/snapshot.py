@@ -36,8 +36,8 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.gcutil import gc_paused
 from wassette_state.store.domain.state import ID_RULE, TAG_RE, compact, valid_id
-from wassette_state.store.persistence.gcutil import gc_paused
 
 __all__ = [
     "MAX_NESTING_DEPTH",

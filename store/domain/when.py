@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,22 +19,6 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 HELP = (
     "ISO-8601 time (naive = UTC), unix seconds, an age like 90s/15m/2h/3d, seq:N, tx:N or tag:NAME"
 )
-
-
-# Seconds added to the system clock, to reproduce a host whose clock is wrong (tests, drills).
-CLOCK_SKEW_ENV = "WASSETTE_STATE_CLOCK_SKEW"
-
-
-def now_us() -> int:
-    """The clock every command reads: UTC microseconds (shifted by $WASSETTE_STATE_CLOCK_SKEW)."""
-    now = time.time_ns() // 1000
-    skew = os.environ.get(CLOCK_SKEW_ENV)
-    if skew:
-        try:
-            now += round(float(skew) * 1_000_000)
-        except (ValueError, OverflowError):
-            raise ValidationError(f"{CLOCK_SKEW_ENV} must be a number of seconds") from None
-    return now
 
 
 @dataclass(frozen=True)

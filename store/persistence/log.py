@@ -211,7 +211,7 @@ def append(
             )
     last_seq, prev_hash, last_tx, last_at, v2_from = _head(conn)
     if now_us is None:
-        from wassette_state.store.domain.when import now_us as clock
+        from wassette_state.store.persistence.clock import now_us as clock
 
         now_us = clock()
     recorded_at = _recorded_at(conn, now_us, last_at)

@@ -10,7 +10,8 @@ from wassette_state.store.persistence import log
 def resolve_point(conn: Connection, text: str) -> int:
     """A WHEN string → the seq whose state it names (0 = before the first event)."""
     from wassette_state.store.domain.errors import NotFound
-    from wassette_state.store.domain.when import now_us, parse_when
+    from wassette_state.store.domain.when import parse_when
+    from wassette_state.store.persistence.clock import now_us
     from wassette_state.store.persistence.schema import tags
 
     point = parse_when(text, now_us())

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
 
 from wassette_state.store.domain.errors import StoreError
+from wassette_state.store.domain.gcutil import gc_paused
 from wassette_state.store.domain.state import Component, Metadata, Paths, Policy, State, compact
 from wassette_state.store.persistence import db
-from wassette_state.store.persistence.gcutil import gc_paused
 from wassette_state.store.persistence.log import StoredEvent
 from wassette_state.store.persistence.schema import (
     component_versions,

@@ -90,7 +90,7 @@ def attach(
 def detach(store: Store, component_id: str, keep_secret_values: bool = False) -> Outcome:
     """The component leaves the state with its files and, unless `keep_secret_values`, its
     secrets file: a component attached later under this id inherits no values."""
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     check_id(component_id)
 

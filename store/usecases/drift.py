@@ -57,7 +57,7 @@ def record_first(store: Any, ids: set[str], command: str, keep_secret_values: bo
     overwritten (DESIGN §3.3). A component it records as gone takes its secret values with
     it, as `sync` does (unless the command was asked to keep them)."""
     from wassette_state.store.domain.errors import ConflictError
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     # As `sync`: the secrets lock, then the files lock, the files brought up to the log, and
     # the scan made against a state whose files are written: another writer between its commit
@@ -111,7 +111,7 @@ def _leaving(store: Any, found: Found, keep: bool) -> Any:
     """A component Wassette unloaded (its wasm gone) leaves the state with its secret values:
     the file Wassette keeps on unload goes too, as on our own detach, so a component loaded
     later under that id inherits nothing (`keep`: it stays, as Wassette leaves it)."""
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     gone = [e.component_id for e in found.events if isinstance(e, ev.ComponentDetached)]
     if keep or not gone:
@@ -147,7 +147,7 @@ def sync(
     secrets files, and taking it under the files lock deadlocked against that command.
     """
     from wassette_state.store.domain.errors import ConflictError
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
     from wassette_state.store.usecases.service import Decision
 
     with staging.locked(store), store.files_locked():

@@ -93,7 +93,7 @@ def _rollback_to(
     command: str,
     keep_secret_values: bool = False,
 ) -> Outcome:
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     def decide(state: State) -> Decision:
         goal, skipped = _restorable(store, state, target)

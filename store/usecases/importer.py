@@ -341,7 +341,7 @@ def run_import(
     """Values of secret keys the import removes leave the secrets files (with --prune, whole
     files of components that leave), unless `keep_secret_values`. `confirm(plan)` is asked
     before anything is written when the import would change something."""
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     prepared = prepare(store, source, strict=strict)
     if confirm is not None and not dry_run:

@@ -31,7 +31,7 @@ def refuse_assignment_as_id(component_id: str) -> None:
 def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outcome:
     """Values to the secrets file, key names to the log, as one two-phase change: the new file
     is staged before the commit and put in place after it (store.staging)."""
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     refuse_assignment_as_id(component_id)
     check_id(component_id)
@@ -63,7 +63,7 @@ def secret_set(store: Store, component_id: str, values: dict[str, str]) -> Outco
 
 
 def secret_delete(store: Store, component_id: str, keys: list[str]) -> Outcome:
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     refuse_assignment_as_id(component_id)
     check_id(component_id)
@@ -124,7 +124,7 @@ class SecretEntry:
 
 
 def secret_list(store: Store, component_id: str, show_values: bool = False) -> list[SecretEntry]:
-    from wassette_state.store.files import staging
+    from wassette_state.store.usecases import staging
 
     refuse_assignment_as_id(component_id)
     check_id(component_id)
@@ -160,24 +160,3 @@ def secrets_needed(
         if missing:
             out[cid] = missing
     return out
-
-
-def secret_set_command(component_id: str, keys: list[str], prefix: str = "wassette") -> str:
-    """The exact command that supplies the missing values. They go on its stdin, never on its
-    command line (other local users read that in /proc while it runs); see `secret_set_input`."""
-    import shlex
-
-    return f"{prefix} secret set {shlex.quote(component_id)} --stdin"
-
-
-def secret_set_input(keys: list[str]) -> str:
-    """What `secret_set_command` reads: one `KEY=…` line per key, `…` to replace by the value."""
-    return "".join(f"{k}=…\n" for k in keys)
-
-
-def secret_set_hint(component_id: str, keys: list[str], prefix: str = "wassette") -> str:
-    """One line for humans: the command, and what to type into it."""
-    return (
-        f"{secret_set_command(component_id, keys, prefix)}   "
-        f"# then type {', '.join(f'{k}=…' for k in keys)} (one per line), Ctrl-D"
-    )

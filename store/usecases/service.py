@@ -18,12 +18,12 @@ from wassette_state.store.domain.errors import (
     StoreError,
     ValidationError,
 )
+from wassette_state.store.domain.gcutil import gc_paused
 from wassette_state.store.domain.state import State
 from wassette_state.store.files import materialize
 from wassette_state.store.files.config import Settings
 from wassette_state.store.files.materialize import Report as MaterializeReport
 from wassette_state.store.persistence import db, log, migrate, readmodel
-from wassette_state.store.persistence.gcutil import gc_paused
 from wassette_state.store.persistence.schema import store_identity
 
 if TYPE_CHECKING:
@@ -217,7 +217,8 @@ class Store:
 
     def repair_files(self) -> MaterializeReport | None:
         """After a crash between commit and file writes, the marker lags: redo everything."""
-        from wassette_state.store.files import envfile, staging
+        from wassette_state.store.files import envfile
+        from wassette_state.store.usecases import staging
 
         staging.recover(self)  # secrets files staged by an interrupted command
         marker = self.read_marker()
