@@ -109,18 +109,13 @@ def event_adapter() -> TypeAdapter[Event]:
     return _adapter
 
 
-EVENT_TYPES: tuple[str, ...] = (
-    "component.attached",
-    "component.detached",
-    "policy.attached",
-    "policy.changed",
-    "policy.detached",
-    "secret.keys_set",
-    "secret.keys_deleted",
-    "env.set",
-    "env.unset",
-    "paths.set",
+_MEMBERS: tuple[type[_Event], ...] = get_args(get_args(Event)[0])  # the Event union's
+EVENT_TYPES: tuple[str, ...] = tuple(m.model_fields["type"].default for m in _MEMBERS)
+# the types whose events belong to one component's stream (the rest are instance settings)
+COMPONENT_EVENT_TYPES = frozenset(
+    m.model_fields["type"].default for m in _MEMBERS if "component_id" in m.model_fields
 )
+ENV_EVENT_TYPES = frozenset(t for t in EVENT_TYPES if t.startswith("env."))
 
 # Current version of every type; bump one and register an upcaster from the old version.
 TYPE_VERSIONS: dict[str, int] = dict.fromkeys(EVENT_TYPES, 1)
@@ -162,14 +157,11 @@ def from_data(type_: str, version: int, data: dict[str, Any]) -> Event:
     return event_adapter().validate_python({**upcast(type_, version, data), "type": type_})
 
 
-_MODELS: dict[str, type[BaseModel]] = {}
+_MODELS: dict[str, type[BaseModel]] = {m.model_fields["type"].default: m for m in _MEMBERS}
 
 
 def from_data_trusted(type_: str, version: int, data: dict[str, Any]) -> Event:
     """Build without validating: only for data this code validated when it appended it."""
-    if not _MODELS:  # the members of the Event union, by their `type`
-        for model in get_args(get_args(Event)[0]):
-            _MODELS[model.model_fields["type"].default] = model
     found = _MODELS.get(type_)
     if found is None:
         raise ValueError(f"unknown event type {type_!r}")

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from wassette_state.store.domain import events as ev
+
 if TYPE_CHECKING:
     from wassette_state.store.files.config import LiveTarget
     from wassette_state.store.persistence.log import StoredEvent
@@ -48,19 +50,6 @@ NOT_CONFIGURED = (
     "Note: no running Wassette was told (set --wassette-url or WASSETTE_STATE_WASSETTE_URL, "
     "bind_address in Wassette's config.toml, or --restart-command; 'off' hides this note)"
 )
-
-COMPONENT_TYPES = frozenset(
-    (
-        "component.attached",
-        "component.detached",
-        "policy.attached",
-        "policy.changed",
-        "policy.detached",
-        "secret.keys_set",
-        "secret.keys_deleted",
-    )
-)
-ENV_TYPES = frozenset(("env.set", "env.unset"))
 
 
 @dataclass
@@ -79,13 +68,13 @@ def touched(events: Iterable[StoredEvent]) -> Touched:
     out = Touched()
     for e in events:
         cid = e.component_id
-        if e.type in COMPONENT_TYPES and cid:
+        if e.type in ev.COMPONENT_EVENT_TYPES and cid:
             out.ids.add(cid)
             if e.type == "policy.detached":
                 out.policy_dropped.add(cid)
             elif e.type in ("policy.attached", "policy.changed"):
                 out.policy_dropped.discard(cid)
-        elif e.type in ENV_TYPES:
+        elif e.type in ev.ENV_EVENT_TYPES:
             out.env_keys.add(str(e.data.get("key")))
     return out
 
