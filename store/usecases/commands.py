@@ -242,7 +242,7 @@ class PolicyInput:
 
 
 def load_policy(source: str) -> PolicyInput:
-    from wassette_state.store.domain.policy import parse_policy
+    from wassette_state.store.domain.policy_text import parse_policy
 
     path = local_path(source, "policy file")
     raw = read_limited(path, MAX_POLICY_BYTES, "policy file")
@@ -385,7 +385,7 @@ def permission(
     access: list[str] | None = None,
 ) -> Outcome:
     """grant / revoke / reset as `policy.changed`; safe to re-decide, so it retries."""
-    from wassette_state.store.domain import policy as pol
+    from wassette_state.store.domain.policy_edit import grant, revoke
 
     check_id(component_id)
     component_dir = store.settings.component_dir
@@ -396,10 +396,10 @@ def permission(
         content = comp.policy.policy_content if comp.policy else None
         if op == "grant":
             assert kind is not None and value is not None
-            new, change = pol.grant(content, component_id, kind, value, access)
+            new, change = grant(content, component_id, kind, value, access)
         elif op == "revoke":
             assert kind is not None and value is not None
-            new, change = pol.revoke(content, component_id, kind, value, access)
+            new, change = revoke(content, component_id, kind, value, access)
         else:
             # As Wassette's reset does: the policy goes away (file and meta), not just its
             # permissions.
