@@ -1,8 +1,8 @@
 """A state (now or as of a past point) → a provisioning manifest for `wassette serve --manifest`.
 
-The pure part is store/domain/manifest.py; this finds each component's bytes on disk under a name
-Wassette turns into the right id. Wassette names a component after the stem of its file, so a
-component's uri must be a `<id>.wasm` holding exactly its bytes:
+The pure part is store/domain/manifest_write.py; this finds each component's bytes on disk
+under a name Wassette turns into the right id. Wassette names a component after the stem of its
+file, so a component's uri must be a `<id>.wasm` holding exactly its bytes:
 
 1. the file it was attached from, when that is `<id>.wasm` and still holds those bytes;
 2. `<component dir>/<id>.wasm`, when it holds them (Wassette copies a file onto itself fine);
