@@ -516,7 +516,7 @@ class Workload:
     def _policy_text(self, cid: str, model: PolicyModel) -> str:
         text = model.render(cid, self.docs)
         if self.checked < 64:  # the fast renderer must write what the project accepts
-            from wassette_state.store.domain.policy import parse_policy
+            from wassette_state.store.domain.policy_text import parse_policy
 
             parse_policy(text)
             self.checked += 1

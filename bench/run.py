@@ -299,7 +299,7 @@ def single_events(base: Any, count: int, rng: random.Random) -> list[Any]:
     """Realistic one-event commands on a store's current state: permission grants/revokes
     (real policy edits), secret key sets, env sets — in rotation."""
     from wassette_state.store.domain import events as ev
-    from wassette_state.store.domain import policy as pol
+    from wassette_state.store.domain.policy_edit import grant, revoke
 
     ids = sorted(base.components)
     contents = {
@@ -312,9 +312,9 @@ def single_events(base: Any, count: int, rng: random.Random) -> list[Any]:
         if kind == 0:
             host = rng.choice(gen.HOSTS)
             content = contents[cid]
-            new, change = pol.grant(content, cid, "network", host)
+            new, change = grant(content, cid, "network", host)
             if new == content:
-                new, change = pol.revoke(content, cid, "network", host)
+                new, change = revoke(content, cid, "network", host)
             contents[cid] = new
             creating = content is None
             out.append(

@@ -32,7 +32,7 @@ def export(
     from wassette_state.cli.output import escape, iso_us, warn
     from wassette_state.cli.state import _point, warn_drift
     from wassette_state.store.domain.errors import ValidationError
-    from wassette_state.store.domain.snapshot import format_for
+    from wassette_state.store.domain.snapshot_model import format_for
     from wassette_state.store.persistence import log, readmodel
     from wassette_state.store.usecases.exporter import write_output
     from wassette_state.store.usecases.manifest_export import export_manifest

@@ -317,7 +317,7 @@ def export_cmd(
       wassette-state state export deploy.yaml --format manifest --at tag:release
       wassette-state state export - --yaml | less
     """
-    from wassette_state.store.domain.snapshot import format_for
+    from wassette_state.store.domain.snapshot_model import format_for
 
     fmt = format_for(target) if as_yaml is None else "yaml" if as_yaml else "json"
     if format_ == "manifest":

@@ -15,7 +15,7 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, ok, tree_bytes
-from wassette_state.store.domain.snapshot import parse_snapshot
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
 from wassette_state.store.usecases import commands, secret_commands
 
 POLICY = CONFORMANCE / "policies" / "valid" / "example-get-weather-js.yaml"

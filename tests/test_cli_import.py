@@ -17,7 +17,8 @@ from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, Result, assert_refused, ok, tree_bytes
 from wassette_state.cli.main import App
 from wassette_state.cli.state import snapshot_doc
-from wassette_state.store.domain.snapshot import format_for, parse_snapshot
+from wassette_state.store.domain.snapshot_model import format_for
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
 from wassette_state.store.files import wasm
 from wassette_state.store.persistence import log
 from wassette_state.store.usecases import commands, exporter, secret_commands

@@ -11,7 +11,7 @@ import yaml
 
 from tests import wasm_fixtures as fx
 from tests.conftest import CONFORMANCE, Env, assert_refused, cli_history, ok
-from wassette_state.store.domain.policy import wassette_form
+from wassette_state.store.domain.policy_text import wassette_form
 
 VALID_POLICIES = sorted((CONFORMANCE / "policies" / "valid").glob("*.yaml"))
 POLICY = (

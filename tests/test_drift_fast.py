@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from tests import wasm_fixtures as fx
 from wassette_state.store.domain import events as ev
-from wassette_state.store.domain.policy import parse_policy
+from wassette_state.store.domain.policy_text import parse_policy
 from wassette_state.store.domain.state import Component, Metadata, Policy, State
 from wassette_state.store.files import materialize, secret_keys, wasm
 from wassette_state.store.files import secrets as secret_files

@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wassette_state.store.domain.snapshot import parse_snapshot, render_snapshot
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
+from wassette_state.store.domain.snapshot_render import render_snapshot
 from wassette_state.store.domain.state import Component, Metadata, Paths, Policy, State
 from wassette_state.store.usecases.exporter import (
     AsOf,

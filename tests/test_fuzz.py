@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import CONFORMANCE, REPO
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.domain.policy import parse_policy
-from wassette_state.store.domain.snapshot import parse_snapshot
+from wassette_state.store.domain.policy_text import parse_policy
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
 from wassette_state.store.domain.when import parse_when
 from wassette_state.store.usecases.inputs import parse_assignment_lines, parse_assignments
 
@@ -448,7 +448,7 @@ import json, resource, sys, time
 limit = int(sys.argv[2])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.domain.snapshot import parse_snapshot
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
 
 kind = sys.argv[1]
 MiB = 1024 * 1024

@@ -1,8 +1,8 @@
 """Provisioning manifests (DESIGN §4.4, issue 12 point 4): the pure model and the CLI.
 
-`store.manifest` turns a state into a manifest for `wassette serve --manifest` and a manifest
-into the importer's plan; what one side cannot carry to the other is reported. The real
-Wassette 0.8.0 checks the same cases in test_manifest_wassette.py.
+`store/domain/manifest_*` turn a state into a manifest for `wassette serve --manifest` and a
+manifest into the importer's plan; what one side cannot carry to the other is reported. The
+real Wassette 0.8.0 checks the same cases in test_manifest_wassette.py.
 """
 
 from __future__ import annotations
@@ -21,13 +21,22 @@ from hypothesis import strategies as st
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, assert_refused, cli_history, ok, opened, tree_bytes
 from tests.manifest_cases import BAD, GOOD, Fixture, render
-from wassette_state.store.domain import manifest
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.domain.policy import dump_policy, parse_policy, wassette_form
+from wassette_state.store.domain.manifest_model import POLICY_DESCRIPTION, ManifestComponent
+from wassette_state.store.domain.manifest_parse import parse_manifest
+from wassette_state.store.domain.manifest_read import looks_like_manifest
+from wassette_state.store.domain.manifest_write import (
+    component_entry,
+    file_uri,
+    manifest_doc,
+    permissions_of,
+    render_manifest,
+)
+from wassette_state.store.domain.policy_text import dump_policy, parse_policy, wassette_form
 from wassette_state.store.domain.state import Component, Metadata, Policy, State
-from wassette_state.store.files import wasm
+from wassette_state.store.files import materialize, wasm
 from wassette_state.store.persistence import log
-from wassette_state.store.usecases import commands, inputs
+from wassette_state.store.usecases import inputs
 from wassette_state.store.usecases.importer import run_import
 
 # What Wassette 0.8.0 wrote as fetch.policy.yaml for one component declaring all three kinds
@@ -71,7 +80,7 @@ def write_manifest(env: Env, text: str, name: str = "deploy.yaml") -> Path:
 
 
 def test_the_policy_is_the_one_wassette_writes() -> None:
-    m = manifest.parse_manifest(
+    m = parse_manifest(
         b"version: 1\ncomponents:\n  - uri: file:///x/fetch.wasm\n    permissions:\n"
         b"      network: {allow: [{host: api.example.com}]}\n"
         b"      storage: {allow: [{uri: 'fs:///tmp/data', access: [read, write]}]}\n"
@@ -80,15 +89,15 @@ def test_the_policy_is_the_one_wassette_writes() -> None:
     (comp,) = m.components
     assert comp.component_id == "fetch"
     assert comp.policy_text() == WASSETTE_POLICY
-    named = manifest.ManifestComponent(0, "file:///x/fetch.wasm", name="ops", network=("a.com",))
+    named = ManifestComponent(0, "file:///x/fetch.wasm", name="ops", network=("a.com",))
     assert parse_policy(named.policy_text() or "")["description"] == "Auto-generated policy for ops"
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_manifests_wassette_accepts_parse(name: str, fixture: Fixture) -> None:
-    m = manifest.parse_manifest(render(fixture, GOOD[name]).encode())
+    m = parse_manifest(render(fixture, GOOD[name]).encode())
     assert m.components and all(c.component_id for c in m.components)
-    assert manifest.looks_like_manifest(render(fixture, GOOD[name]).encode())
+    assert looks_like_manifest(render(fixture, GOOD[name]).encode())
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -96,7 +105,7 @@ def test_bad_manifests_are_refused_by_the_model(name: str, fixture: Fixture) -> 
     template, fragment = BAD[name]
     data = render(fixture, template).encode()
     try:
-        manifest.parse_manifest(data)
+        parse_manifest(data)
     except ValidationError as e:
         assert fragment in str(e) and "\n" not in str(e), str(e)
         return
@@ -105,7 +114,7 @@ def test_bad_manifests_are_refused_by_the_model(name: str, fixture: Fixture) -> 
 
 
 def test_scalars_are_read_as_serde_reads_them() -> None:
-    m = manifest.parse_manifest(
+    m = parse_manifest(
         b"version: 0x1\ncomponents:\n  - uri: file:///x/a.wasm\n    name: yes\n"
         b"    permissions:\n      network:\n"
         b"        allow: [{host: 42}, {host: on}, {host: 2001-01-01}]\n"
@@ -123,11 +132,11 @@ def test_ids_are_file_stems_as_wassette_names_them() -> None:
         "oci://ghcr.io/x/y:1": None,
     }
     for uri, cid in cases.items():
-        assert manifest.ManifestComponent(0, uri, network=("a",)).component_id == cid
+        assert ManifestComponent(0, uri, network=("a",)).component_id == cid
 
 
 def test_what_is_not_imported_is_noted() -> None:
-    m = manifest.parse_manifest(
+    m = parse_manifest(
         b"version: 1\nowner: me\ncomponents:\n"
         b"  - uri: file:///x/fetch.wasm\n    name: label\n    extra: 1\n"
         b"    retry_policy: {attempts: 2, backoff: {type: exponential, base_ms: 5}}\n"
@@ -160,12 +169,12 @@ def test_state_files_are_not_manifests() -> None:
         "environment": {},
         "paths": {"component_dir": "/c", "secrets_dir": "/s"},
     }
-    assert not manifest.looks_like_manifest(json.dumps(state_file).encode())
+    assert not looks_like_manifest(json.dumps(state_file).encode())
     state_file["components"] = [{"component_id": "x", "uri": "file:///x.wasm"}]
-    assert not manifest.looks_like_manifest(json.dumps(state_file).encode())
-    assert not manifest.looks_like_manifest(b"- 1\n")
-    assert manifest.looks_like_manifest(b"version: 1\ncomponents: []\n")
-    assert manifest.looks_like_manifest(b"version: '1'\ncomponents: [{uri: x}]\n")
+    assert not looks_like_manifest(json.dumps(state_file).encode())
+    assert not looks_like_manifest(b"- 1\n")
+    assert looks_like_manifest(b"version: 1\ncomponents: []\n")
+    assert looks_like_manifest(b"version: '1'\ncomponents: [{uri: x}]\n")
 
 
 def test_alias_bombs_are_bounded() -> None:
@@ -179,7 +188,7 @@ def test_alias_bombs_are_bounded() -> None:
         f"version: 1\ncomponents: {comps}\n"
     )
     with pytest.raises(ValidationError, match="more than 1,000,000 values"):
-        manifest.parse_manifest(text.encode())
+        parse_manifest(text.encode())
 
 
 def policy(doc: dict[str, Any]) -> str:
@@ -211,7 +220,7 @@ def test_export_reports_every_part_a_manifest_cannot_carry() -> None:
             },
         }
     )
-    entry, notes = manifest.component_entry("svc", "file:///s/svc.wasm", "ab" * 32, text, ("K",))
+    entry, notes = component_entry("svc", "file:///s/svc.wasm", "ab" * 32, text, ("K",))
     assert entry == {
         "uri": "file:///s/svc.wasm",
         "name": "svc",
@@ -250,23 +259,21 @@ def test_a_description_of_wassettes_form_travels_as_the_name() -> None:
             }
         )
     )
-    entry, notes = manifest.component_entry(
-        "fetch", "file:///f/fetch.wasm", "0" * 64, grant_made, ()
-    )
+    entry, notes = component_entry("fetch", "file:///f/fetch.wasm", "0" * 64, grant_made, ())
     assert entry["name"] == "component: fetch" and notes == []
-    comp = manifest.parse_manifest(
-        manifest.render_manifest({"version": 1, "components": [entry]}, "yaml")
+    comp = parse_manifest(
+        render_manifest({"version": 1, "components": [entry]}, "yaml")
     ).components[0]
     assert comp.policy_text() == grant_made  # the same bytes Wassette will write
 
 
 def test_no_policy_and_empty_policy_are_reported() -> None:
-    entry, notes = manifest.component_entry("a", "file:///a.wasm", "0" * 64, None, ())
+    entry, notes = component_entry("a", "file:///a.wasm", "0" * 64, None, ())
     assert entry["permissions"] == {} and [n.what for n in notes] == ["policy"]
     empty = policy(
         {"version": "1.0", "description": "Auto-generated policy for a", "permissions": {}}
     )
-    entry, notes = manifest.component_entry("a", "file:///a.wasm", "0" * 64, empty, ())
+    entry, notes = component_entry("a", "file:///a.wasm", "0" * 64, empty, ())
     assert entry["permissions"] == {} and [n.what for n in notes] == ["policy"]
 
 
@@ -276,18 +283,18 @@ def test_manifest_doc_is_sorted_deterministic_and_reports_what_it_leaves_out() -
         "a": (None, "2" * 64, None, ()),
         "c": ("file:///x/c.wasm", "3" * 64, None, ("TOKEN",)),
     }
-    doc, notes = manifest.manifest_doc(comps, {"LOG": "x", "A": "y"})
+    doc, notes = manifest_doc(comps, {"LOG": "x", "A": "y"})
     assert [c["uri"] for c in doc["components"]] == ["file:///x/b.wasm", "file:///x/c.wasm"]
     assert ("a", "component") in {(n.component_id, n.what) for n in notes}
     assert (None, "environment") in {(n.component_id, n.what) for n in notes}
     assert "A, LOG" in next(n.detail for n in notes if n.what == "environment")
-    again, _ = manifest.manifest_doc(dict(reversed(list(comps.items()))), {"A": "y", "LOG": "x"})
+    again, _ = manifest_doc(dict(reversed(list(comps.items()))), {"A": "y", "LOG": "x"})
     for fmt in ("yaml", "json"):
-        data = manifest.render_manifest(doc, fmt)  # type: ignore[arg-type]
-        assert data == manifest.render_manifest(again, fmt)  # type: ignore[arg-type]
-        parsed = manifest.parse_manifest(data)
+        data = render_manifest(doc, fmt)  # type: ignore[arg-type]
+        assert data == render_manifest(again, fmt)  # type: ignore[arg-type]
+        parsed = parse_manifest(data)
         assert [c.component_id for c in parsed.components] == ["b", "c"]
-    assert yaml.safe_load(manifest.render_manifest(doc, "yaml")) == doc
+    assert yaml.safe_load(render_manifest(doc, "yaml")) == doc
 
 
 # ------------------------------------------------------------------ round trip (property)
@@ -364,7 +371,7 @@ def states(draw: Any) -> tuple[dict[str, tuple[str, str | None, tuple[str, ...]]
 
 def expressible(text: str | None) -> dict[str, list[Any]]:
     """The permissions a manifest carries of a policy: hosts, fs:// storage, env keys."""
-    perms = manifest.permissions_of(text)
+    perms = permissions_of(text)
     perms["storage"] = [s for s in perms["storage"] if s[0].startswith("fs://")]
     return perms
 
@@ -383,18 +390,18 @@ def test_state_to_manifest_to_import_keeps_components_tools_and_permissions(
         for cid, (kind, text, keys) in comps.items():
             path = root / "src" / f"{cid}.wasm"
             data = fx.write_component(path, kind)
-            digest = commands.files.sha256_hex(data)
+            digest = materialize.sha256_hex(data)
             tools = wasm.describe(data)
             meta = inputs.metadata_doc(cid, tools, len(data), 1, digest, 1)
             policy_obj = Policy(text, "file:///p.yaml", 5) if text is not None else None
             state_comps[cid] = Component(
                 cid, path.as_uri(), digest, Metadata(meta), policy_obj, keys
             )
-            given[cid] = (manifest.file_uri(str(path)), digest, text, keys)
+            given[cid] = (file_uri(str(path)), digest, text, keys)
         state = State(components=state_comps, environment=env_vars)
-        doc, notes = manifest.manifest_doc(given, state.environment)
+        doc, notes = manifest_doc(given, state.environment)
         target = root / f"deploy.{fmt}"
-        target.write_bytes(manifest.render_manifest(doc, fmt))  # type: ignore[arg-type]
+        target.write_bytes(render_manifest(doc, fmt))  # type: ignore[arg-type]
 
         site = Env(root / "site")
         site.root.mkdir()
@@ -414,9 +421,7 @@ def test_state_to_manifest_to_import_keeps_components_tools_and_permissions(
                 assert got.metadata.doc[key] == original.metadata.doc[key]
             text = original.policy.policy_content if original.policy else None
             want = expressible(text)
-            assert (
-                manifest.permissions_of(got.policy.policy_content if got.policy else None) == want
-            )
+            assert permissions_of(got.policy.policy_content if got.policy else None) == want
             assert (got.policy is not None) == any(want.values())
             if original.secret_keys:
                 assert (cid, "secret_keys") in noted
@@ -429,7 +434,7 @@ def test_state_to_manifest_to_import_keeps_components_tools_and_permissions(
                 assert (cid, "network.cidr") in noted
             if (perms.get("network") or {}).get("deny"):
                 assert (cid, "network.deny") in noted
-            if len(manifest.permissions_of(text)["storage"]) != len(want["storage"]):
+            if len(permissions_of(text)["storage"]) != len(want["storage"]):
                 assert (cid, "storage.uri") in noted
             if perms.get("resources"):
                 assert (cid, "resources") in noted
@@ -437,11 +442,11 @@ def test_state_to_manifest_to_import_keeps_components_tools_and_permissions(
                 assert (cid, "policy.version") in noted
             if got.policy is not None:
                 desc = parse_policy(got.policy.policy_content)["description"]
-                if str(orig.get("description", "")).startswith(manifest.POLICY_DESCRIPTION):
+                if str(orig.get("description", "")).startswith(POLICY_DESCRIPTION):
                     assert desc == orig["description"]
                 else:
                     assert (cid, "policy.description") in noted
-            elif any(manifest.permissions_of(text).values()) or perms:
+            elif any(permissions_of(text).values()) or perms:
                 assert (cid, "policy") in noted or not any(want.values())
 
 
@@ -542,9 +547,7 @@ def test_permissions_none_keeps_the_policy_a_component_has(env: Env, fixture: Fi
     path = write_manifest(env, render(fixture, GOOD["bare-star-host"]), "star.yaml")
     out = json.loads(ok(env.run("import", str(path), "-o", "json")).out)
     assert out["plan"] == ["attach policy to fetch"]
-    assert manifest.permissions_of((env.component_dir / "fetch.policy.yaml").read_text())[
-        "network"
-    ] == ["*"]
+    assert permissions_of((env.component_dir / "fetch.policy.yaml").read_text())["network"] == ["*"]
 
 
 def test_prune_detaches_what_the_manifest_lacks_but_never_the_environment(
@@ -636,9 +639,7 @@ def test_export_then_import_elsewhere_gives_the_same_components_tools_and_permis
             cb.wasm_sha256,
             cb.metadata.doc["tool_schemas"],
         )
-        assert manifest.permissions_of(ca.policy.policy_content) == manifest.permissions_of(
-            cb.policy.policy_content
-        )
+        assert permissions_of(ca.policy.policy_content) == permissions_of(cb.policy.policy_content)
     assert (b.component_dir / "fetch.policy.yaml").read_bytes() == (
         a.component_dir / "fetch.policy.yaml"
     ).read_bytes()
@@ -683,9 +684,9 @@ def test_export_at_a_past_point_and_wasm_dir(env: Env, fixture: Fixture) -> None
             str(env.root / "bundle"),
         )
     )
-    (comp,) = manifest.parse_manifest(target.read_bytes()).components
+    (comp,) = parse_manifest(target.read_bytes()).components
     assert comp.path == str(env.root / "bundle" / "app.wasm")
-    assert manifest.file_uri(comp.path) == comp.uri
+    assert file_uri(comp.path) == comp.uri
     assert (env.root / "bundle" / "app.wasm").read_bytes() == fx.KINDS["simple"]()
     assert comp.network == ("v1.example.com",)
 

@@ -30,7 +30,7 @@ from real_wassette import TOOL, RealWassette
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, ok, opened, tree_bytes
 from tests.manifest_cases import BAD, GOOD, QUOTING_DIFFERS, WASSETTE_ACCEPTS, Fixture, render
-from wassette_state.store.domain import manifest
+from wassette_state.store.domain.manifest_write import permissions_of
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TOOL_KEYS = ("tool_schemas", "tool_names", "function_identifiers")
@@ -117,7 +117,7 @@ def our_tools(env: Env, cid: str) -> dict[str, Any]:
 
 
 def expressible(text: str | None) -> dict[str, list[Any]]:
-    perms = manifest.permissions_of(text)
+    perms = permissions_of(text)
     perms["storage"] = [s for s in perms["storage"] if s[0].startswith("fs://")]
     return perms
 
@@ -191,7 +191,7 @@ def test_wassette_provisions_our_export_into_the_same_state(
         assert done.tools(cid) == our_tools(env, cid), cid
         ours = comp.policy.policy_content if comp.policy else None
         theirs = done.policy(cid)
-        assert manifest.permissions_of(theirs) == expressible(ours), cid
+        assert permissions_of(theirs) == expressible(ours), cid
         assert (theirs is not None) == any(expressible(ours).values()), cid
     # Grant-made policies come back byte for byte (their description travels as the name).
     for cid in ("fetch", "weather", "we ird#1"):
@@ -237,7 +237,7 @@ def test_a_past_point_travels_with_its_wasm(env: Env, wassette: RealWassette) ->
     done = provision(wassette, target, env.root / "wassette-components")
     assert done.served, done.log[-3000:]
     assert done.ids() == {"app"} and done.tools("app") == v1_tools
-    assert manifest.permissions_of(done.policy("app"))["network"] == ["v1.example.com"]
+    assert permissions_of(done.policy("app"))["network"] == ["v1.example.com"]
 
 
 # ------------------------------------------------------------------ Wassette's manifests, we read

@@ -1,4 +1,4 @@
-"""store.policy: Wassette's policy documents, their validation rules, and grant/revoke."""
+"""store/domain/policy_*: Wassette's policy documents, their validation rules, and grant/revoke."""
 
 from __future__ import annotations
 
@@ -12,15 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.domain.policy import (
-    PERMISSION_KINDS,
-    dump_policy,
-    grant,
-    parse_policy,
-    revoke,
-    validate_policy,
-    wassette_form,
-)
+from wassette_state.store.domain.policy_edit import PERMISSION_KINDS, grant, revoke
+from wassette_state.store.domain.policy_text import dump_policy, parse_policy, wassette_form
+from wassette_state.store.domain.policy_validate import validate_policy
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "policies" / "valid"
 CONFORMANCE_FILES = sorted(CONFORMANCE.glob("*.yaml")) if CONFORMANCE.is_dir() else []
@@ -1010,7 +1004,7 @@ def test_validate_random_structures_raises_only_validation_error(permissions: An
 
 
 def test_rule_changes_name_what_was_added_and_removed() -> None:
-    from wassette_state.store.domain.policy import rule_changes
+    from wassette_state.store.domain.policy_diff import rule_changes
 
     source = (CONFORMANCE / "comprehensive.yaml").read_text()
     text, _ = grant(source, "c", "network", "new.example.com")

@@ -24,7 +24,8 @@ from wassette_state.cli.main import App
 from wassette_state.cli.state import snapshot_doc
 from wassette_state.store.domain import fold
 from wassette_state.store.domain.errors import NotFound
-from wassette_state.store.domain.snapshot import format_for, parse_snapshot
+from wassette_state.store.domain.snapshot_model import format_for
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
 from wassette_state.store.persistence import log, readmodel
 from wassette_state.store.usecases import commands, exporter, importer, secret_commands
 from wassette_state.store.usecases.service import Store

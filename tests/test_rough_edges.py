@@ -577,7 +577,8 @@ DOTDOT = ["fs:///data/../etc", "fs://../secret", "fs:///data/..", "fs:///a/%2e%2
 @pytest.mark.parametrize("uri", DOTDOT)
 def test_storage_uris_with_dot_dot_are_refused(uri: str) -> None:
     from wassette_state.store.domain.errors import ValidationError
-    from wassette_state.store.domain.policy import grant, parse_policy
+    from wassette_state.store.domain.policy_edit import grant
+    from wassette_state.store.domain.policy_text import parse_policy
 
     text = (
         'version: "1.0"\npermissions:\n  storage:\n    allow:\n'
@@ -591,7 +592,7 @@ def test_storage_uris_with_dot_dot_are_refused(uri: str) -> None:
 
 @pytest.mark.parametrize("uri", ["fs:///data/..x/y", "fs:///data/x..", "fs:///a/./b", "fs:///**"])
 def test_dots_that_are_no_parent_segment_pass(uri: str) -> None:
-    from wassette_state.store.domain.policy import grant
+    from wassette_state.store.domain.policy_edit import grant
 
     grant(None, "weather", "storage", uri, ["read"])
 

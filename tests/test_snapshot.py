@@ -1,4 +1,4 @@
-"""Tests for store.snapshot: Wassette-compatible state files (parse, validate, render)."""
+"""Tests for store/domain/snapshot_*: Wassette-compatible state files (parse, validate, render)."""
 
 from __future__ import annotations
 
@@ -21,17 +21,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
 
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.domain.snapshot import (
+from wassette_state.store.domain.snapshot_messages import check_id
+from wassette_state.store.domain.snapshot_model import (
     MAX_NESTING_DEPTH,
     MAX_SNAPSHOT_BYTES,
     SUPPORTED_MAJOR,
     Format,
     Snapshot,
-    check_id,
     format_for,
-    parse_snapshot,
-    render_snapshot,
 )
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
+from wassette_state.store.domain.snapshot_render import render_snapshot
 from wassette_state.store.domain.state import valid_id
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "state"
@@ -1038,8 +1038,8 @@ import yaml
 del yaml.CSafeLoader, yaml.CSafeDumper  # as on a machine without libyaml
 sys.path.insert(0, "tests")
 import test_snapshot as t
-from wassette_state.store.domain import snapshot
-assert snapshot._StateLoader.__mro__[1] is yaml.SafeLoader
+from wassette_state.store.domain.snapshot_yaml import _StateLoader
+assert _StateLoader.__mro__[1] is yaml.SafeLoader
 for case in t.HOSTILE:
     data, fmt, expected = case.values
     if fmt == "yaml":

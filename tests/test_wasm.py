@@ -20,7 +20,7 @@ from wasmtime import component as wc
 
 from tests import wasm_fixtures as fx
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.files import wasm
+from wassette_state.store.files import wasm, wasm_binary, wasm_exports, wasm_schema
 
 NUMBER = {"type": "number"}
 STRING = {"type": "string"}
@@ -60,7 +60,7 @@ def output(schema: Any) -> dict[str, Any]:
 
 
 def test_magic() -> None:
-    assert wasm.WASM_MAGIC == b"\x00asm"
+    assert wasm_binary.WASM_MAGIC == b"\x00asm"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_magic() -> None:
     ],
 )
 def test_is_component(data: bytes, expected: bool) -> None:
-    assert wasm.is_component(data) is expected
+    assert wasm_binary.is_component(data) is expected
 
 
 def test_core_module_is_refused_with_a_hint() -> None:
@@ -365,13 +365,14 @@ def test_async_types_as_wassette_describes_them() -> None:
     assert_same(tools["streams"]["inputSchema"], inputs(s=stream))
     assert_same(tools["streams"]["outputSchema"], output(stream))
     assert_same(
-        wasm._schema(wc.ErrorContext()), {"type": "object", "description": "Error context type"}
+        wasm_schema._schema(wc.ErrorContext()),
+        {"type": "object", "description": "Error context type"},
     )
 
 
 def test_unknown_types_become_described_strings() -> None:
     assert_same(
-        wasm._schema(object()),  # type: ignore[arg-type]
+        wasm_schema._schema(object()),  # type: ignore[arg-type]
         {"type": "string", "description": "unsupported WIT type: object"},
     )
 
@@ -517,7 +518,7 @@ def test_a_longer_tool_name_is_refused() -> None:
     ],
 )
 def test_tool_name_normalization(interface: str | None, function: str, expected: str) -> None:
-    assert wasm._tool_name(interface, function) == expected
+    assert wasm_exports._tool_name(interface, function) == expected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,7 +755,7 @@ def test_write_component(tmp_path: Path) -> None:
     data = fx.write_component(path, "interface")
     assert path.read_bytes() == data
     assert wasm.describe(data).tool_names == ["foo_foo_foo_generate"]
-    assert not wasm.is_component(fx.write_component(tmp_path / "m.wasm", "core-module"))
+    assert not wasm_binary.is_component(fx.write_component(tmp_path / "m.wasm", "core-module"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -765,7 +766,7 @@ def test_write_component(tmp_path: Path) -> None:
 def test_componentize_py_component() -> None:
     started = time.monotonic()
     data = fx.componentize_py_component()  # built once per session, shared with other tests
-    assert wasm.is_component(data)
+    assert wasm_binary.is_component(data)
 
     result = wasm.describe(data, label="calc.wasm")
     print(f"componentize-py + describe: {time.monotonic() - started:.1f}s, {len(data)} bytes")

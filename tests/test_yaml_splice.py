@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wassette_state.store.domain.errors import ValidationError
-from wassette_state.store.domain.snapshot import _load_yaml, _load_yaml_spliced, parse_snapshot
+from wassette_state.store.domain.snapshot_parse import parse_snapshot
+from wassette_state.store.domain.snapshot_yaml import _load_yaml, _load_yaml_spliced
 from wassette_state.store.domain.state import Component, Metadata, Paths, Policy, State
 from wassette_state.store.usecases.exporter import AsOf, render_state_yaml, state_doc
 

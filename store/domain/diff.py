@@ -15,7 +15,7 @@ class Change:
     field: str
     before: Any
     after: Any
-    # A policy change: the rules it adds and removes (`policy.rule_changes`).
+    # A policy change: the rules it adds and removes (`policy_diff.rule_changes`).
     rules: dict[str, list[str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def _policy_view(c: Component | None) -> dict[str, Any] | None:
 
 def diff(a: State, b: State) -> list[Change]:
     """What differs from a to b: per component field, then env vars, then paths."""
-    from wassette_state.store.domain.policy import rule_changes
+    from wassette_state.store.domain.policy_diff import rule_changes
 
     out: list[Change] = []
     for cid in sorted(set(a.components) | set(b.components)):

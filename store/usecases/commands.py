@@ -161,7 +161,7 @@ def permission(
     access: list[str] | None = None,
 ) -> Outcome:
     """grant / revoke / reset as `policy.changed`; safe to re-decide, so it retries."""
-    from wassette_state.store.domain import policy as pol
+    from wassette_state.store.domain.policy_edit import grant, revoke
 
     check_id(component_id)
     component_dir = store.settings.component_dir
@@ -172,10 +172,10 @@ def permission(
         content = comp.policy.policy_content if comp.policy else None
         if op == "grant":
             assert kind is not None and value is not None
-            new, change = pol.grant(content, component_id, kind, value, access)
+            new, change = grant(content, component_id, kind, value, access)
         elif op == "revoke":
             assert kind is not None and value is not None
-            new, change = pol.revoke(content, component_id, kind, value, access)
+            new, change = revoke(content, component_id, kind, value, access)
         else:
             # As Wassette's reset does: the policy goes away (file and meta), not just its
             # permissions.

@@ -269,7 +269,7 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
         # either way, so it is skipped; its meta file may still have been rewritten.
         _policy_meta(c, components, found, current)
         return
-    from wassette_state.store.domain.policy import parse_policy
+    from wassette_state.store.domain.policy_text import parse_policy
 
     try:
         text = raw.decode("utf-8")
@@ -294,7 +294,7 @@ def _policy(c: Component, components: _Dir, found: Found) -> None:
             )
         )
     else:
-        from wassette_state.store.domain.policy import rule_changes
+        from wassette_state.store.domain.policy_diff import rule_changes
 
         found.drifts.append(Drift(cid, "policy file edited"))
         found.events.append(

@@ -71,7 +71,7 @@ def state_doc(
 
 
 def render(doc: dict[str, Any], fmt: str) -> bytes:
-    from wassette_state.store.domain.snapshot import render_snapshot
+    from wassette_state.store.domain.snapshot_render import render_snapshot
 
     return render_snapshot(doc, fmt)  # type: ignore[arg-type]
 

@@ -56,7 +56,7 @@ class PreparedFile:
 
 def read_source(source: str) -> tuple[bytes, str]:
     """Bytes and format of the file (`-` = stdin, JSON unless named .yaml/.yml)."""
-    from wassette_state.store.domain.snapshot import format_for
+    from wassette_state.store.domain.snapshot_model import format_for
 
     if source == "-":
         data = sys.stdin.buffer.read(MAX_BYTES + 1)
@@ -91,16 +91,16 @@ def read_source(source: str) -> tuple[bytes, str]:
 
 
 def prepare(store: Store, source: str, *, strict: bool) -> PreparedFile:
-    from wassette_state.store.domain.policy import parse_policy
-    from wassette_state.store.domain.snapshot import parse_snapshot
+    from wassette_state.store.domain.policy_text import parse_policy
+    from wassette_state.store.domain.snapshot_parse import parse_snapshot
     from wassette_state.store.files import wasm
     from wassette_state.store.usecases.inputs import metadata_doc
 
     data, fmt = read_source(source)
-    from wassette_state.store.domain import manifest
+    from wassette_state.store.domain.manifest_read import looks_like_manifest
     from wassette_state.store.usecases import manifest_import
 
-    if manifest.looks_like_manifest(data):
+    if looks_like_manifest(data):
         return manifest_import.prepare(store, data, strict=strict)  # type: ignore[return-value]
 
     def policy_check(content: str, where: str) -> None:
@@ -251,7 +251,7 @@ def _source_bytes(source_uri: str | None, wanted: str | None) -> bytes | None:
         return None
     from urllib.parse import unquote, urlparse
 
-    from wassette_state.store.files.wasm import is_component
+    from wassette_state.store.files.wasm_binary import is_component
     from wassette_state.store.usecases.inputs import MAX_WASM_BYTES
 
     parsed = urlparse(source_uri)

@@ -222,7 +222,7 @@ class PolicyInput:
 
 
 def load_policy(source: str) -> PolicyInput:
-    from wassette_state.store.domain.policy import parse_policy
+    from wassette_state.store.domain.policy_text import parse_policy
 
     path = local_path(source, "policy file")
     raw = read_limited(path, MAX_POLICY_BYTES, "policy file")

@@ -1,8 +1,8 @@
 """A state (now or as of a past point) → a provisioning manifest for `wassette serve --manifest`.
 
-The pure part is store/domain/manifest.py; this finds each component's bytes on disk under a name
-Wassette turns into the right id. Wassette names a component after the stem of its file, so a
-component's uri must be a `<id>.wasm` holding exactly its bytes:
+The pure part is store/domain/manifest_write.py; this finds each component's bytes on disk
+under a name Wassette turns into the right id. Wassette names a component after the stem of its
+file, so a component's uri must be a `<id>.wasm` holding exactly its bytes:
 
 1. the file it was attached from, when that is `<id>.wasm` and still holds those bytes;
 2. `<component dir>/<id>.wasm`, when it holds them (Wassette copies a file onto itself fine);
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from wassette_state.store.domain import manifest
 from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.manifest_model import Format, Note
+from wassette_state.store.domain.manifest_write import file_uri, manifest_doc, render_manifest
 from wassette_state.store.files import fsutil, materialize
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 class ManifestExport:
     data: bytes
     components: int  # how many the manifest holds
-    notes: list[manifest.Note]
+    notes: list[Note]
 
 
 def _file_bytes(path: Path) -> bytes | None:
@@ -64,7 +65,7 @@ def locate(store: Store, c: Component) -> str | None:
             continue
         data = _file_bytes(path)
         if data is not None and materialize.sha256_hex(data) == c.wasm_sha256:
-            return manifest.file_uri(str(path))
+            return file_uri(str(path))
     return None
 
 
@@ -79,7 +80,7 @@ def _write_wasm(store: Store, c: Component, wasm_dir: Path) -> str | None:
     target = wasm_dir / f"{c.component_id}.wasm"
     if _file_bytes(target) != data:
         fsutil.atomic_write(target, data, mode=0o644)
-    return manifest.file_uri(str(target))
+    return file_uri(str(target))
 
 
 def _wasm_dir(path: str) -> Path:
@@ -92,7 +93,7 @@ def _wasm_dir(path: str) -> Path:
 
 
 def export_manifest(
-    store: Store, state: State, fmt: manifest.Format, wasm_dir: str | None = None
+    store: Store, state: State, fmt: Format, wasm_dir: str | None = None
 ) -> ManifestExport:
     """The manifest bytes for `state` and what it cannot carry. Refused (nothing written) when
     no component can be in it: Wassette refuses a manifest without components."""
@@ -109,7 +110,7 @@ def export_manifest(
     else:
         fsutil.ensure_dir(target_dir)
         uris = {cid: _write_wasm(store, c, target_dir) for cid, c in comps.items()}
-    doc, notes = manifest.manifest_doc(
+    doc, notes = manifest_doc(
         {
             cid: (
                 uris[cid],
@@ -126,4 +127,4 @@ def export_manifest(
             "nothing to put in a manifest: no component's bytes are in a file named after it "
             "(<id>.wasm); export with --wasm-dir DIR to write them there"
         )
-    return ManifestExport(manifest.render_manifest(doc, fmt), len(doc["components"]), notes)
+    return ManifestExport(render_manifest(doc, fmt), len(doc["components"]), notes)

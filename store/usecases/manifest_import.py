@@ -1,9 +1,10 @@
 """A provisioning manifest → the snapshot import's plan (store.importer), as Wassette reads it.
 
 `state import deploy.yaml` takes a manifest as it takes a state file: the importer sees the
-file is a manifest (`manifest.looks_like_manifest`) and hands it here; what comes back is the
-importer's `PreparedFile`, decided, recorded and materialized by the same path. Each component
-is what `wassette serve --manifest` provisions from it (store/domain/manifest.py says what that is):
+file is a manifest (`manifest_read.looks_like_manifest`) and hands it here; what comes back is
+the importer's `PreparedFile`, decided, recorded and materialized by the same path. Each
+component is what `wassette serve --manifest` provisions from it (store/domain/manifest_model.py
+says what that is):
 
 - id: the file stem of its `file://` path (read as written, not percent-decoded);
 - wasm: that file, checked against `digest` when there is one (a mismatch refuses the import);
@@ -29,8 +30,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wassette_state.store.domain import manifest
 from wassette_state.store.domain.errors import ValidationError
+from wassette_state.store.domain.manifest_model import MANIFEST_VERSION, ManifestComponent
+from wassette_state.store.domain.manifest_parse import check_file_uri, parse_manifest
+from wassette_state.store.domain.manifest_write import file_uri
 from wassette_state.store.files import materialize
 
 if TYPE_CHECKING:
@@ -89,7 +92,7 @@ def _tools(store: Store, path: str, cid: str, data: bytes, sha: str) -> Any:
 
 
 def _policy(
-    comp: manifest.ManifestComponent, cid: str, cur: Component | None, component_dir: Path
+    comp: ManifestComponent, cid: str, cur: Component | None, component_dir: Path
 ) -> dict[str, Any] | None:
     """The policy view the importer takes (`policy_content`, `source_uri`, `attached_at`)."""
     text = comp.policy_text()
@@ -101,7 +104,7 @@ def _policy(
             "source_uri": cur.policy.source_uri or "",
             "attached_at": cur.policy.attached_at or 0,
         }
-    source_uri = manifest.file_uri(str(component_dir / f"{cid}{MANIFEST_POLICY_SUFFIX}"))
+    source_uri = file_uri(str(component_dir / f"{cid}{MANIFEST_POLICY_SUFFIX}"))
     attached_at = int(time.time())
     if (
         cur is not None
@@ -119,14 +122,14 @@ def prepare(store: Store, data: bytes, *, strict: bool) -> PreparedFile:
     from wassette_state.store.usecases.importer import Prepared, PreparedFile
     from wassette_state.store.usecases.inputs import check_secrets_names, metadata_doc
 
-    parsed = manifest.parse_manifest(data)
+    parsed = parse_manifest(data)
     state = store.state()
     component_dir = store.settings.component_dir
     ids = {c.component_id for c in parsed.components if c.component_id is not None}
     check_secrets_names(store.component_ids() | ids)
     out = PreparedFile(
         sha256=hashlib.sha256(data).hexdigest(),
-        version=str(manifest.MANIFEST_VERSION),
+        version=str(MANIFEST_VERSION),
         exported_at=0,
         lineage=None,
         serial=None,
@@ -139,7 +142,7 @@ def prepare(store: Store, data: bytes, *, strict: bool) -> PreparedFile:
     for comp in parsed.components:
         cid = comp.component_id
 
-        def skip(reason: str, comp: manifest.ManifestComponent = comp) -> None:
+        def skip(reason: str, comp: ManifestComponent = comp) -> None:
             if strict:
                 raise ValidationError(f"manifest: {comp.where} ({comp.uri}): {reason} (--strict)")
             out.skipped.append({"component_id": comp.component_id or comp.uri, "reason": reason})
@@ -147,7 +150,7 @@ def prepare(store: Store, data: bytes, *, strict: bool) -> PreparedFile:
         if cid is None:
             skip("only file:// components can be imported (this one needs a download)")
             continue
-        path, _ = manifest.check_file_uri(comp)
+        path, _ = check_file_uri(comp)
         wasm_bytes = _read_wasm(path, f"{comp.where}.uri")
         note = None
         want = comp.sha256
