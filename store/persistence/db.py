@@ -71,27 +71,14 @@ _first_line = first_line
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An advisory lock beside the database, for creation and upgrades (not for commands)."""
+def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
+    """An advisory lock beside the database (creation, upgrades, the files); `shared`: many
+    holders at once, which `held_elsewhere` sees."""
     lock_path = path.with_name(path.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def shared_lock(path: Path) -> Iterator[None]:
-    """A shared advisory lock: many holders at once; `held_elsewhere` sees them."""
-    lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -99,7 +86,7 @@ def shared_lock(path: Path) -> Iterator[None]:
 
 
 def held_elsewhere(path: Path) -> bool:
-    """Whether another holder has `shared_lock(path)` now (never waits)."""
+    """Whether another holder has `file_lock(path, shared=True)` now (never waits)."""
     lock_path = path.with_name(path.name + ".lock")
     try:
         fd = os.open(lock_path, os.O_RDWR)

@@ -164,7 +164,7 @@ class Store:
         from wassette_state.store.files import fsutil
 
         fsutil.ensure_dir(self.settings.data_dir)
-        return db.shared_lock(self.in_flight_path)
+        return db.file_lock(self.in_flight_path, shared=True)
 
     @contextlib.contextmanager
     def files_locked(self) -> Iterator[None]:
