@@ -552,7 +552,8 @@ def test_hostile_input_is_refused(data: bytes, fmt: Any, expected: list[str]) ->
     assert "\n" not in message
     assert len(message) < 300, message
     assert SECRET not in message
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    # (a quadratic or exponential path takes minutes here; 3 s leaves room for a loaded machine)
+    assert elapsed < 3.0, f"took {elapsed:.2f}s"
 
 
 def test_there_are_enough_hostile_cases() -> None:
@@ -564,7 +565,7 @@ def test_oversized_input_is_refused_before_parsing() -> None:
     started = time.perf_counter()
     with pytest.raises(ValidationError, match="too large"):
         parse_snapshot(data, "yaml")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1.5
 
 
 def test_secret_values_never_appear_in_yaml_messages() -> None:
@@ -920,7 +921,7 @@ def test_unterminated_string_with_escapes_is_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(ValidationError, match="invalid JSON"):
         parse_snapshot(data, "json")
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 6.0
 
 
 def test_render_json_and_yaml_shapes() -> None:
