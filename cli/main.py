@@ -35,6 +35,7 @@ STATE_SHORTCUTS = (
     "verify",
     "rebuild",
     "sync",
+    "copy",
 )
 
 
@@ -259,7 +260,7 @@ def cli(ctx: click.Context, /, **opts: Any) -> None:
 
 
 def _register() -> None:
-    from wassette_state.cli import component, policy, runtime, secret, state, watch
+    from wassette_state.cli import component, copy, policy, runtime, secret, state, watch
 
     for group in (
         component.component,
@@ -273,6 +274,7 @@ def _register() -> None:
         runtime.serve,
     ):
         cli.add_command(group)
+    state.state.add_command(copy.copy_cmd)
     # The same command objects once more at the top level: `export FILE` is `state export FILE`.
     for name in STATE_SHORTCUTS:
         cli.add_command(state.state.commands[name], name)

@@ -43,6 +43,10 @@ class IntegrityError(StoreError):
     exit_code = 4
 
 
+class NoStoreError(ValidationError):
+    """A command that only reads found no store at the URL (reads never create one)."""
+
+
 class SchemaTooNewError(ValidationError):
     """The database was written by a newer version of this tool."""
 

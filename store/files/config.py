@@ -69,6 +69,12 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def data_dir_of(url: str) -> Path:
+    """The data dir of the store at `url`: beside a SQLite file, else the data home."""
+    path = db.sqlite_path(url)
+    return path.parent if path is not None else data_home()
+
+
 def to_url(db_arg: str) -> str:
     """Accept a URL or a plain file path (which means SQLite)."""
     if "://" in db_arg:
@@ -289,7 +295,6 @@ def resolve(
 ) -> Settings:
     data = data_home()
     url = to_url(db_arg) if db_arg else f"sqlite:///{data / 'state.db'}"
-    path = db.sqlite_path(url)
     dirs = (
         _Dir(
             component_dir,
@@ -319,7 +324,7 @@ def resolve(
     (comp, comp_from), (secrets, secrets_from) = resolved
     return Settings(
         db_url=url,
-        data_dir=path.parent if path is not None else data,
+        data_dir=data_dir_of(url),
         component_dir=comp,
         secrets_dir=secrets,
         actor=actor or default_actor(),

@@ -26,6 +26,7 @@ from wassette_state.store.domain.errors import (
     BusyError,
     ConflictError,
     IntegrityError,
+    NoStoreError,
     SchemaTooNewError,
     StoreError,
     ValidationError,
@@ -131,7 +132,7 @@ def open_postgres(url: str, *, writing: bool) -> Engine:
                 )
             if rev is None and not writing:
                 migrate._refuse_foreign(engine)
-                raise ValidationError(
+                raise NoStoreError(
                     f"no wassette-state store in {shown(url)}: commands that only read never "
                     "create one (check --db / WASSETTE_STATE_DB; the first change, e.g. "
                     "'env set', creates it)"

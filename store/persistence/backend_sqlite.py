@@ -23,6 +23,7 @@ from sqlalchemy import exc as sa_exc
 from wassette_state.store.domain.errors import (
     BusyError,
     IntegrityError,
+    NoStoreError,
     SchemaTooNewError,
     StoreError,
     ValidationError,
@@ -285,7 +286,7 @@ def open_sqlite(url: str, *, writing: bool) -> Engine:
     if not probe.tables:  # absent, 0 bytes or a database without tables: no store (yet)
         _check_not_lost(path, probe.kind)
         if not writing:
-            raise ValidationError(
+            raise NoStoreError(
                 f"no wassette-state store at {path}: commands that only read never create one "
                 "(check --db / WASSETTE_STATE_DB; the first change, e.g. 'env set', creates it)"
             )
