@@ -180,7 +180,7 @@ def verify(app: App) -> None:
     from wassette_state.store.domain.errors import IntegrityError
     from wassette_state.store.usecases.verify import verify as run_verify
 
-    marker = app.store.read_marker()  # before the log (see verify): writers may be running
+    marker = app.store.own_marker()  # before the log (see verify): writers may be running
     with app.store.reading() as conn:
         report = run_verify(conn, (marker or {}).get("seq"))
     if report.ok:
@@ -774,7 +774,7 @@ def warn_drift(app: App, files: bool = True) -> None:
     """
     from wassette_state.store.usecases.drift import find
 
-    marker = app.store.read_marker()
+    marker = app.store.own_marker()
     head = app.store.head_seq()
     if marker is not None and marker.get("seq", 0) > head:
         warn(

@@ -96,7 +96,7 @@ def copy_store(source: Settings, dest_url: str, progress: Progress | None = None
     try:
         with db.read_tx(src_engine) as src:
             totals = _totals(src)
-            report("verifying the source", 0, totals["events"])
+            report(f"verifying the source ({_plural(totals['events'], 'event')})", 0, 0)
             _check_source(src)
             _refuse_history(dest_url)  # before anything is created there
             return _copy(src, source, dest, totals, report)
@@ -119,9 +119,9 @@ def _copy(
             )
             for table, key in COPIED:
                 _copy_table(src, dst, table, key, totals[table.name], report)
-            report("rebuilding the read models", 0, totals["events"])
+            report("rebuilding the read models", 0, 0)
             readmodel.write_all(dst, readmodel.derive(log.iter_all(dst), validate=False))
-            report("verifying the copy", 0, totals["events"])
+            report("verifying the copy", 0, 0)
             checked = verify(dst)
             if not checked.ok:  # rolled back: the destination stays empty
                 raise IntegrityError(

@@ -29,6 +29,7 @@ SHORTCUTS = (
     "verify",
     "rebuild",
     "sync",
+    "copy",
 )
 SECRET = "abc-secret-value"
 

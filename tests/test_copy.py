@@ -432,3 +432,36 @@ def test_a_copy_killed_midway_leaves_an_empty_store(
     assert out["ok"] and out["events"] == 0
     ok(src.run("state", "copy", "--to", dest.db_arg))
     assert ok(dest.run("state", "history")).out == ok(src.run("state", "history")).out
+
+
+def test_a_terminal_sees_one_progress_line_that_goes_away(
+    tmp_path: Path, pg_blank: PgDatabases
+) -> None:
+    from tests.conftest import run_on_tty
+
+    src = small_store(tmp_path / "src")
+    dest = pg_blank.blank()
+    code, out = run_on_tty(src, "state", "copy", "--to", dest)
+    assert code == 0, out
+    assert out.startswith("\r\x1b[Kverifying the source (4 events)…"), repr(out)
+    assert "\r\x1b[Kcopying events 4/4…" in out and "\r\x1b[Kverifying the copy…" in out
+    # the line is wiped before the result is printed, which is all that stays
+    assert out.endswith(
+        "\r\x1b[Kcopied 4 events in 2 transactions (up to seq 4), 1 tag and 0 wasm "
+        f"blobs from {src.db} to {dest}; the copy verified\n"
+    ), repr(out)
+
+
+def test_the_store_left_behind_still_verifies(tmp_path: Path, pg_blank: PgDatabases) -> None:
+    """The default SQLite store and a PostgreSQL store share the data dir (and its marker of
+    what the files were written for): after the move, each judges only its own marker."""
+    env = Env(tmp_path)
+    old = {"WASSETTE_STATE_DB": str(tmp_path / "xdg-data" / "wassette" / "state.db")}
+    ok(env.run("env", "set", "A=1", extra_env=old))
+    pg = Env(tmp_path, pg_blank.blank())
+    assert pg.data_dir == tmp_path / "xdg-data" / "wassette"
+    ok(env.run("state", "copy", "--to", pg.db_arg, extra_env=old))
+    ok(pg.run("env", "set", "B=2"))  # the marker now names the PostgreSQL store, at seq 3
+    for result in (env.run("state", "verify", extra_env=old), pg.run("state", "verify")):
+        assert ok(result).err == ""
+    assert "ok: 2 events" in env.run("state", "verify", extra_env=old).out

@@ -99,6 +99,15 @@ class Store:
             return None
         return doc if isinstance(doc, dict) else None
 
+    def own_marker(self) -> dict[str, Any] | None:
+        """The marker when it was written for this database: stores that share a data dir (a
+        PostgreSQL store and the SQLite one it was copied from) each judge only their own."""
+        marker = self.read_marker()
+        if marker is None or "database" not in marker:
+            return marker
+        want = migrate.marker_identity(self.settings.db_url).get("database")
+        return marker if want is None or marker["database"] == want else None
+
     def materialize(self, ids: set[str] | None = None, env: bool = False) -> MaterializeReport:
         """Bring the component dir (and, with `env` or for all ids, the env file) in line with
         the current state, serialized across processes.
