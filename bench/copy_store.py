@@ -47,7 +47,7 @@ def _new_database(admin: Any) -> tuple[str, str]:
 
 
 def _settings(url: str, root: Path) -> Any:
-    from wassette_state.store.config import resolve
+    from wassette_state.store.files.config import resolve
 
     return resolve(url, str(root / "components"), str(root / "secrets"), "bench@copy")
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args(argv)
     from bench.generate import ensure
-    from wassette_state.store.copy import copy_store
+    from wassette_state.store.usecases.copy import copy_store
 
     entry, stats = ensure(args.components, args.events, progress=False)
     source = _settings(str(entry / "state.db"), entry)

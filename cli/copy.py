@@ -43,8 +43,8 @@ def copy_cmd(app: App, to: str) -> None:
       wassette-state state copy --to postgresql://postgres@127.0.0.1/wassette
       wassette-state --db postgresql://postgres@127.0.0.1/wassette state copy --to ./state.db
     """
-    from wassette_state.store.config import to_url
-    from wassette_state.store.copy import copy_store
+    from wassette_state.store.files.config import to_url
+    from wassette_state.store.usecases.copy import copy_store
 
     progress = Progress() if sys.stderr.isatty() else None
     try:

@@ -23,9 +23,9 @@ from sqlalchemy import select
 from tests import wasm_fixtures as fx
 from tests.conftest import Env, assert_refused, ok, tree_bytes, wait_for
 from tests.test_postgres_errors import run_isolated, without_psycopg
-from wassette_state.store import db, migrate
-from wassette_state.store.config import to_url
-from wassette_state.store.schema import (
+from wassette_state.store.files.config import to_url
+from wassette_state.store.persistence import db, migrate
+from wassette_state.store.persistence.schema import (
     component_versions,
     contents,
     entities,

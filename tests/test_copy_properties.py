@@ -26,10 +26,11 @@ from tests.test_properties_history import (  # noqa: F401 - `inputs` is a fixtur
     fresh_store,
     inputs,
 )
-from wassette_state.store import db, history, migrate, readmodel
-from wassette_state.store.copy import copy_store
-from wassette_state.store.schema import events, store_identity, tags, transactions
-from wassette_state.store.verify import verify
+from wassette_state.store.persistence import db, migrate, readmodel
+from wassette_state.store.persistence.schema import events, store_identity, tags, transactions
+from wassette_state.store.usecases import history
+from wassette_state.store.usecases.copy import copy_store
+from wassette_state.store.usecases.verify import verify
 
 LOG = ((transactions, "id"), (events, "seq"), (tags, "name"), (store_identity, "id"))
 

@@ -24,12 +24,19 @@ from typing import Any
 from sqlalchemy import Connection, Table, func, select, update
 from sqlalchemy.engine import make_url
 
-from wassette_state.store import backend, db, files, fsutil, log, migrate, readmodel
-from wassette_state.store.config import Settings, data_dir_of
-from wassette_state.store.errors import IntegrityError, NoStoreError, ValidationError
-from wassette_state.store.gcutil import gc_paused
-from wassette_state.store.schema import contents, events, store_identity, tags, transactions
-from wassette_state.store.verify import verify
+from wassette_state.store.domain.errors import IntegrityError, NoStoreError, ValidationError
+from wassette_state.store.domain.gcutil import gc_paused
+from wassette_state.store.files import fsutil, materialize
+from wassette_state.store.files.config import Settings, data_dir_of
+from wassette_state.store.persistence import backend, db, log, migrate, readmodel
+from wassette_state.store.persistence.schema import (
+    contents,
+    events,
+    store_identity,
+    tags,
+    transactions,
+)
+from wassette_state.store.usecases.verify import verify
 
 # Rows per round trip: bounded memory (an attach's event can hold 50 KB of tool schemas).
 BATCH = 500
@@ -229,7 +236,7 @@ def copy_blobs(source: Settings, dest: Settings) -> int:
     src_dir, dst_dir = source.blob_dir, dest.blob_dir
     if not src_dir.is_dir() or (dst_dir.exists() and os.path.samefile(src_dir, dst_dir)):
         return 0
-    src, dst = files.BlobStore(src_dir), files.BlobStore(dst_dir)
+    src, dst = materialize.BlobStore(src_dir), materialize.BlobStore(dst_dir)
     written = 0
     for shard in sorted(p for p in src_dir.iterdir() if p.is_dir()):
         for path in sorted(shard.iterdir()):
