@@ -380,6 +380,7 @@ def test_unusable_destinations_are_one_line(tmp_path: Path) -> None:
     ]
     for url, said in cases:
         assert_refused(src, src.run("state", "copy", "--to", url), 2, said)
+    assert tree_bytes(tmp_path) == before
     packages = without_psycopg(tmp_path)
     before = tree_bytes(src.root)
     r = run_isolated(src, packages, "state", "copy", "--to", "postgresql://postgres@127.0.0.1/x")
@@ -430,7 +431,18 @@ def test_a_copy_killed_midway_leaves_an_empty_store(
     assert ok(dest.run("state", "history")).out.strip() == "no events"
     out = json.loads(ok(dest.run("state", "verify", "-o", "json")).out)
     assert out["ok"] and out["events"] == 0
-    ok(src.run("state", "copy", "--to", dest.db_arg))
+    done = json.loads(ok(src.run("state", "copy", "--to", dest.db_arg, "-o", "json")).out)
+    assert done == {
+        "status": "ok",
+        "source": str(src.db),
+        "destination": dest.db_arg,
+        "seq": 4,
+        "transactions": 2,
+        "events": 4,
+        "tags": 1,
+        "contents": 0,
+        "blobs": 0,
+    }
     assert ok(dest.run("state", "history")).out == ok(src.run("state", "history")).out
 
 
