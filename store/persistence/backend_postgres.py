@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, select, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
@@ -162,6 +162,12 @@ def _advisory_lock(engine: Engine) -> Iterator[None]:
             conn.commit()
 
 
+_LOCK_SQL = (
+    f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}; "
+    f"SELECT id FROM {store_identity.name} WHERE id = 1 FOR UPDATE"
+)
+
+
 class PostgresBackend(Backend):
     name = "postgresql"
 
@@ -172,8 +178,9 @@ class PostgresBackend(Backend):
         return make_engine(url, **options)
 
     def lock_for_write(self, conn: Connection) -> None:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-        conn.execute(select(store_identity.c.id).where(store_identity.c.id == 1).with_for_update())
+        # One round trip: both statements go as one simple query, in order, in this
+        # transaction (the bound applies to the lock wait that follows it).
+        conn.exec_driver_sql(_LOCK_SQL)
 
     def read_options(self) -> dict[str, Any]:
         # One snapshot for every statement of the read (READ COMMITTED would take one each).

@@ -6,7 +6,9 @@ database and the files byte-identical.
 
 from __future__ import annotations
 
+import copy
 import time
+from typing import Any
 
 from wassette_state.store.domain import events as ev
 from wassette_state.store.domain.errors import (
@@ -167,15 +169,19 @@ def permission(
     component_dir = store.settings.component_dir
     now = int(time.time())
 
+    # The edit of each policy text decided on: the validation below and the decision usually
+    # see the same text, and rendering the edited policy (YAML) is the command's main CPU cost.
+    edits: dict[str | None, tuple[str, dict[str, Any]]] = {}
+
     def decide(state: State) -> Decision:
         comp = require_component(state, component_id)
         content = comp.policy.policy_content if comp.policy else None
-        if op == "grant":
+        if op in ("grant", "revoke"):
             assert kind is not None and value is not None
-            new, change = grant(content, component_id, kind, value, access)
-        elif op == "revoke":
-            assert kind is not None and value is not None
-            new, change = revoke(content, component_id, kind, value, access)
+            if content not in edits:
+                edit = grant if op == "grant" else revoke
+                edits[content] = edit(content, component_id, kind, value, access)
+            new, change = edits[content][0], copy.deepcopy(edits[content][1])
         else:
             # As Wassette's reset does: the policy goes away (file and meta), not just its
             # permissions.

@@ -65,15 +65,18 @@ def record_first(store: Any, ids: set[str], command: str, keep_secret_values: bo
     scope = set(ids)
     with staging.locked(store), store.files_locked():
         for _attempt in range(SYNC_ATTEMPTS):
+            seen, head = store.state_and_head(scope)
+            if store.files_current(head):  # the usual case: one read, nothing to repair
+                break
             store.repair_files()
             seen, head = store.state_and_head(scope)
             marker = store.read_marker() or {}
             if head and marker.get("seq") != head:  # committed since the repair: again
                 continue
-            found = _found_for(store, seen, known_only=True)
             break
         else:
             raise ConflictError("the store kept changing while scanning for drift; run it again")
+        found = _found_for(store, seen, known_only=True)
         _record_first(store, scope, command, keep_secret_values, seen, found)
 
 

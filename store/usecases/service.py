@@ -231,10 +231,11 @@ class Store:
 
         staging.recover(self)  # secrets files staged by an interrupted command
         marker = self.read_marker()
+        head = self.head_seq()
         if (
             marker is not None
             and marker.get("component_dir") == str(self.settings.component_dir)
-            and marker.get("seq") == self.head_seq()
+            and marker.get("seq") == head
         ):
             if "env_sha256" not in marker or envfile.is_current(
                 self.settings.env_file, marker["env_sha256"]
@@ -242,10 +243,15 @@ class Store:
                 return None
             logger.warning("repaired the env file %s", self.settings.env_file)
             return self.materialize(set(), env=True)
-        if marker is None and self.head_seq() == 0:
+        if marker is None and head == 0:
             return None
         in_flight = db.held_elsewhere(self.in_flight_path)
-        report = self.materialize(None)
+        with self.files_locked():
+            # A marker behind the log is most often another writer between its commit and
+            # its files (it waits for this lock): once it is done, nothing is left to repair.
+            if self.files_current(self.head_seq()):
+                return None
+            report = self.materialize(None)
         if (report.written or report.removed) and not in_flight:
             logger.warning(
                 "repaired component files: %d written, %d removed",
@@ -253,6 +259,22 @@ class Store:
                 len(report.removed),
             )
         return report
+
+    def files_current(self, head: int) -> bool:
+        """The marker says the files (the env file too) are written up to `head`, in these
+        dirs: nothing to repair."""
+        from wassette_state.store.files import envfile
+
+        marker = self.read_marker()
+        if (
+            marker is None
+            or marker.get("component_dir") != str(self.settings.component_dir)
+            or marker.get("seq") != head
+        ):
+            return False
+        return "env_sha256" not in marker or envfile.is_current(
+            self.settings.env_file, marker["env_sha256"]
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -325,12 +347,14 @@ class Store:
         settings) only, which keeps a one-component change cheap on a store of thousands.
         """
         self.check_dirs()
-        self.repair_files()
         if scope and kind != "sync":
             from wassette_state.store.usecases import drift
 
+            # (it repairs the files first, under the secrets and files locks)
             keep = bool(getattr(stage, "keep_values", False))
             drift.record_first(self, scope, command, keep)
+        else:
+            self.repair_files()
         attempts = MAX_RETRIES if retry else 1
         for attempt in range(1, attempts + 1):
             # A retry decides under the write lock, so it cannot lose the race again: with many
