@@ -23,6 +23,9 @@ class Backend(ABC):
     """One database backend: a handful of operations, each where the dialects really differ."""
 
     name: ClassVar[str]  # SQLAlchemy's dialect name
+    # As-of queries join each entity to its latest version with LATERAL (PostgreSQL's planner
+    # needs it; SQLite has no LATERAL and plans the scalar-subquery form well).
+    lateral_as_of: ClassVar[bool] = False
 
     @abstractmethod
     def open(self, url: str, *, writing: bool) -> Engine:

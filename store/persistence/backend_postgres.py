@@ -170,6 +170,7 @@ _LOCK_SQL = (
 
 class PostgresBackend(Backend):
     name = "postgresql"
+    lateral_as_of = True
 
     def open(self, url: str, *, writing: bool) -> Engine:
         return open_postgres(url, writing=writing)

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, true, update
 
 from wassette_state.store.domain.errors import StoreError
 from wassette_state.store.domain.gcutil import gc_paused
 from wassette_state.store.domain.state import Component, Metadata, Paths, Policy, State, compact
-from wassette_state.store.persistence import db
+from wassette_state.store.persistence import backend, db
 from wassette_state.store.persistence.log import StoredEvent
 from wassette_state.store.persistence.schema import (
     component_versions,
@@ -324,23 +324,44 @@ def read_all(conn: Connection) -> Rows:
 # ---------------------------------------------------------------- as-of queries
 
 
-def _latest(kind: str, at: int | None) -> Any:
+def _latest(conn: Connection, kind: str, at: int | None, keys: Iterable[str] | None = None) -> Any:
+    """(key, state) of every entity of `kind` as of seq `at` (None: now), or of `keys` only."""
     table, key_col, state_col = _table(kind), _key_col(kind), _state_col(kind)
     if at is None:
-        return select(key_col, state_col).where(table.c.to_seq.is_(None))
+        stmt = select(key_col, state_col).where(table.c.to_seq.is_(None))
+        return stmt if keys is None else stmt.where(key_col.in_(keys))
     inner = table.alias("v")
+    before = and_(inner.c[key_col.name] == entities.c.key, inner.c.from_seq <= at)
+    if backend.of(conn).lateral_as_of:
+        # Each entity's version row read straight from its backward index scan; the
+        # scalar-subquery form below made PostgreSQL hash-join a scan of every version.
+        latest = (
+            select(inner.c[state_col.name].label("state"), inner.c.to_seq)
+            .where(before)
+            .order_by(inner.c.from_seq.desc())
+            .limit(1)
+            .lateral("latest")
+        )
+        stmt = (
+            select(entities.c.key, latest.c.state)
+            .select_from(entities.join(latest, true()))
+            .where(
+                and_(
+                    entities.c.kind == kind,
+                    or_(latest.c.to_seq.is_(None), latest.c.to_seq > at),
+                )
+            )
+        )
+        return stmt if keys is None else stmt.where(entities.c.key.in_(keys))
     latest_id = (
-        select(inner.c.id)
-        .where(and_(inner.c[key_col.name] == entities.c.key, inner.c.from_seq <= at))
-        .order_by(inner.c.from_seq.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return (
+        select(inner.c.id).where(before).order_by(inner.c.from_seq.desc()).limit(1)
+    ).scalar_subquery()
+    stmt = (
         select(key_col, state_col)
         .select_from(entities.join(table, table.c.id == latest_id))
         .where(and_(entities.c.kind == kind, or_(table.c.to_seq.is_(None), table.c.to_seq > at)))
     )
+    return stmt if keys is None else stmt.where(key_col.in_(keys))
 
 
 class LazyBodies:
@@ -398,11 +419,11 @@ def _state_at(
 ) -> State:
     comp_rows: list[tuple[str, Any]] = []
     if only is None:
-        comp_rows = [(k, json.loads(s)) for k, s in conn.execute(_latest("component", at))]
+        comp_rows = [(k, json.loads(s)) for k, s in conn.execute(_latest(conn, "component", at))]
     else:
         wanted = sorted({only} if isinstance(only, str) else set(only))
         for i in range(0, len(wanted), 500):
-            stmt = _latest("component", at).where(_key_col("component").in_(wanted[i : i + 500]))
+            stmt = _latest(conn, "component", at, wanted[i : i + 500])
             comp_rows.extend((k, json.loads(s)) for k, s in conn.execute(stmt))
     refs: set[str] = set()
     if lazy is None:
@@ -429,7 +450,7 @@ def _state_at(
     environment: dict[str, str] = {}
     paths: Paths | None = None
     if settings:
-        for key, value in sorted(conn.execute(_latest("setting", at))):
+        for key, value in sorted(conn.execute(_latest(conn, "setting", at))):
             decoded = json.loads(value)
             if key == "paths":
                 paths = Paths(decoded["component_dir"], decoded["secrets_dir"])
