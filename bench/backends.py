@@ -152,13 +152,13 @@ class Where:
         return self.root if "://" not in self.db else self.root / "xdg" / "wassette"
 
     def settings(self, actor: str = "bench@backends") -> Any:
-        from wassette_state.store.config import resolve
+        from wassette_state.store.files.config import resolve
 
         s = resolve(self.db, str(self.component_dir), str(self.secrets_dir), actor)
         return dataclasses.replace(s, data_dir=self.data_dir)
 
     def store(self) -> Any:
-        from wassette_state.store.service import Store
+        from wassette_state.store.usecases.service import Store
 
         return Store(self.settings())
 
@@ -234,8 +234,8 @@ class Ctx:
 
 
 def fig_writes(ctx: Ctx) -> list[Row]:
-    from wassette_state.store import events as ev
-    from wassette_state.store.state import compact
+    from wassette_state.store.domain import events as ev
+    from wassette_state.store.domain.state import compact
 
     sz = ctx.sizes
     stores = ctx.copies("host", "writes")
@@ -247,7 +247,7 @@ def fig_writes(ctx: Ctx) -> list[Row]:
         shutil.copytree(src / "secrets", where.secrets_dir, dirs_exist_ok=True)
         store = where.store()
         store.repair_files()
-        from wassette_state.store import commands
+        from wassette_state.store.usecases import commands
 
         commands.env_set(store, {"BENCH_SETUP": "1"})
         picks = sorted(store.state().components)[:4]
@@ -359,7 +359,7 @@ def fig_writes(ctx: Ctx) -> list[Row]:
 def fig_import(ctx: Ctx) -> list[Row]:
     from eventsourcing.persistence import InfrastructureFactory, StoredEvent
 
-    from wassette_state.store.importer import run_import
+    from wassette_state.store.usecases.importer import run_import
 
     src, stats = ctx.generated("fleet")
     snapshot = ctx.work / "snapshot.yaml"

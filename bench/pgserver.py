@@ -90,7 +90,7 @@ def copy_store(sqlite_db: Path, url: str) -> int:
     import psycopg
     from sqlalchemy.engine import make_url
 
-    from wassette_state.store import migrate, schema
+    from wassette_state.store.persistence import migrate, schema
 
     migrate.open_engine(url, writing=True).dispose()
     u = make_url(url)

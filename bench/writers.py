@@ -48,8 +48,8 @@ class Spec:
 
 class Ours:
     def __init__(self, spec: Spec) -> None:
-        from wassette_state.store.config import resolve
-        from wassette_state.store.service import Store
+        from wassette_state.store.files.config import resolve
+        from wassette_state.store.usecases.service import Store
 
         settings = resolve(spec.db, spec.component_dir, spec.secrets_dir, f"writer{spec.index}@b")
         settings = dataclasses.replace(settings, data_dir=Path(spec.data_dir))
@@ -58,7 +58,7 @@ class Ours:
         self.n = 0
 
     def call(self, mode: str) -> None:
-        from wassette_state.store import commands
+        from wassette_state.store.usecases import commands
 
         self.n += 1
         if mode == "own":
