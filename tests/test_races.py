@@ -181,3 +181,27 @@ def test_a_change_in_flight_is_not_reported_as_a_repair(env: Env) -> None:
     assert killed.returncode == -9
     res = ok(env.run("env", "set", "AFTER=1"))
     assert "repaired component files: 1 written" in res.err, res.err
+
+
+def test_files_of_a_writer_killed_after_its_commit_are_written_by_the_next_writer(
+    env: Env,
+) -> None:
+    """B decides, A commits and is killed before its files, B commits: B's command writes A's
+    files too, so the marker B leaves ("written up to the head") is true. Before, B wrote only
+    its own component and moved the marker past A's change: A's files were never repaired."""
+    for cid in ("a", "b"):
+        fx.write_component(env.root / f"{cid}.wasm", "simple")
+        ok(env.run("component", "attach", str(env.root / f"{cid}.wasm")))
+    trace = env.fault_log
+    b = env.start("permission", "grant", "network", "b", "hb.example.com", fault="decided:sleep")
+    wait_for(trace, "fire decided sleep")
+    a = env.start("permission", "grant", "network", "a", "ha.example.com", fault="committed:kill")
+    a.communicate(timeout=60)
+    assert a.returncode == -9
+    _, err = b.communicate(timeout=60)
+    assert b.returncode == 0, err
+    assert "ha.example.com" in (env.component_dir / "a.policy.yaml").read_text()
+    assert "hb.example.com" in (env.component_dir / "b.policy.yaml").read_text()
+    ok(env.run("env", "set", "LATER=1"))
+    assert "ha.example.com" in (env.component_dir / "a.policy.yaml").read_text()
+    assert ok(env.run("state", "verify")).out.startswith("ok:")

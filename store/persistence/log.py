@@ -472,6 +472,14 @@ def seq_at_time(conn: Connection, recorded_at_us: int) -> int:
     return tx_last_seq(conn, tx_id)
 
 
+def streams_between(conn: Connection, after: int, upto: int) -> set[str]:
+    """The streams with events in seq (after, upto]: what changed since a point."""
+    rows = conn.execute(
+        select(events.c.stream).where(events.c.seq > after, events.c.seq <= upto).distinct()
+    )
+    return {r[0] for r in rows}
+
+
 def tx_last_seq(conn: Connection, tx_id: int) -> int:
     """Every transaction holds at least one event, so its last seq is the state after it."""
     seq = conn.execute(select(func.max(events.c.seq)).where(events.c.tx_id == tx_id)).scalar()

@@ -20,7 +20,7 @@ from wassette_state.store.domain.errors import (
 )
 from wassette_state.store.domain.gcutil import gc_paused
 from wassette_state.store.domain.state import State
-from wassette_state.store.files import materialize
+from wassette_state.store.files import fsutil, materialize
 from wassette_state.store.files.config import Settings
 from wassette_state.store.files.materialize import Report as MaterializeReport
 from wassette_state.store.persistence import db, log, migrate, readmodel
@@ -99,6 +99,14 @@ class Store:
             return None
         return doc if isinstance(doc, dict) else None
 
+    def _marker_seq(self) -> int | None:
+        """The seq this store's files are written up to in these dirs (None: unknown)."""
+        marker = self.own_marker()
+        if marker is None or marker.get("component_dir") != str(self.settings.component_dir):
+            return None
+        seq = marker.get("seq")
+        return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None
+
     def own_marker(self) -> dict[str, Any] | None:
         """The marker when it was written for this database: stores that share a data dir (a
         PostgreSQL store and the SQLite one it was copied from) each judge only their own."""
@@ -108,31 +116,46 @@ class Store:
         want = migrate.marker_identity(self.settings.db_url).get("database")
         return marker if want is None or marker["database"] == want else None
 
-    def materialize(self, ids: set[str] | None = None, env: bool = False) -> MaterializeReport:
+    def materialize(
+        self, ids: set[str] | None = None, env: bool = False, sweep: bool = False
+    ) -> MaterializeReport:
         """Bring the component dir (and, with `env` or for all ids, the env file) in line with
         the current state, serialized across processes.
 
         The state is read afresh under the lock, so a slower process can never write files of
-        a state that a faster one has already replaced.
+        a state that a faster one has already replaced. With `ids`, the components changed
+        since the marker's seq are written too (another writer between its commit and its
+        files, or one killed there), so the marker can say "written up to the head" truthfully;
+        without a marker for these dirs to go on, everything is. `sweep`: temp files of a
+        killed writer go too (a full run always sweeps).
         """
         import json
 
+        from wassette_state.store.domain.state import INSTANCE_STREAM
         from wassette_state.store.files import envfile, fsutil
 
         fsutil.ensure_dir(self.settings.data_dir)
-        env = env or ids is None
         with self.files_locked():
+            done = self._marker_seq()
             with self.reading() as conn:
+                seq = log.head(conn)[0]
+                if ids is not None and (done is None or done > seq):
+                    ids = None  # no marker to go on, or one ahead of this log: everything
+                if ids is not None and done is not None and done < seq:
+                    since = log.streams_between(conn, done, seq)
+                    env = env or INSTANCE_STREAM in since
+                    ids = ids | (since - {INSTANCE_STREAM})
+                env = env or ids is None
                 targets = readmodel.known_components(conn) if ids is None else ids
                 state = readmodel.state_at(
                     conn, only=targets if ids is not None else None, settings=env
                 )
-                seq = log.head(conn)[0]
-                if ids is None:
-                    targets -= _log_says_exist(conn, targets - set(state.components))
-            if ids is None:
+                # (a component the read models lack but the log has is a lost row, not a
+                # detach: its files stay)
+                targets -= _log_says_exist(conn, targets - set(state.components))
+            if ids is None or sweep:
                 # A writer killed mid-write left its marker behind, so its temp files are
-                # always found by the full repair that the lagging marker triggers.
+                # found by the repair that the lagging marker triggers.
                 fsutil.remove_stale_temps(self.settings.component_dir)
             # (durable before the marker says they are current)
             try:
@@ -251,7 +274,8 @@ class Store:
             # its files (it waits for this lock): once it is done, nothing is left to repair.
             if self.files_current(self.head_seq()):
                 return None
-            report = self.materialize(None)
+            # Behind: what changed since (materialize adds it); no marker: everything.
+            report = self.materialize(set(), sweep=not in_flight)
         if (report.written or report.removed) and not in_flight:
             logger.warning(
                 "repaired component files: %d written, %d removed",
@@ -382,6 +406,7 @@ class Store:
                         return Outcome(None, [], base, decision.summary)
                     if stage is not None:  # secrets files: staged now, put in place after commit
                         decision.details = {**decision.details, **stage.prepare(base, decision)}
+                    fsutil.fault("decided")  # (the fault-injection tests' seam)
                     self.committing = True
                     if wconn is None:
                         flight.enter_context(self.in_flight())
