@@ -169,7 +169,8 @@ class KeptFiles:
                 self._files_lock_held = False
 
     def repair_files(self) -> MaterializeReport | None:
-        """After a crash between commit and file writes, the marker lags: redo everything."""
+        """After a crash between commit and file writes the marker lags: write what changed
+        since its seq (everything, without a marker for these dirs)."""
         from wassette_state.store.files import envfile
         from wassette_state.store.usecases import staging
 
